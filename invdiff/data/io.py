@@ -1,0 +1,212 @@
+"""Image loaders: PNG/JPEG (scikit-image), DICOM (pydicom), ``.npy``, and bundled samples.
+
+Every loader returns a float32 tensor ``(C, H, W)`` with intensities in [0, 1]. Nothing is
+downloaded: the photographs are those scikit-image ships in its wheel, the DICOM samples those
+pydicom ships.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["load_image", "load_dicom", "load_npy", "load_file", "load_folder", "sample_photo",
+           "sample_photo_names", "dicom_sample", "DICOM_SAMPLES", "resize"]
+
+# Photographs shipped inside scikit-image's wheel (skimage.data), colour or grey.
+_PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "coins", "hubble_deep_field",
+           "immunohistochemistry", "moon", "page", "text", "retina", "rocket", "colorwheel",
+           "brick", "grass", "gravel", "clock", "cell")
+
+# CT and MR test files shipped inside pydicom's wheel (pydicom.data).
+DICOM_SAMPLES = ("CT_small.dcm", "MR_small.dcm")
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def _to_tensor(arr: np.ndarray, channels: int | None, source: str) -> torch.Tensor:
+    arr = np.asarray(arr)
+    if arr.dtype == bool:
+        arr = arr.astype(np.float32)
+    elif np.issubdtype(arr.dtype, np.integer):
+        arr = arr.astype(np.float32) / np.iinfo(arr.dtype).max
+    arr = arr.astype(np.float32)
+    if arr.ndim == 2:
+        arr = arr[None]
+    elif arr.ndim == 3 and arr.shape[-1] in (1, 3, 4):
+        arr = np.moveaxis(arr, -1, 0)
+    else:
+        raise ValueError(f"{source}: expected a 2D image or (H, W, C) with C in 1, 3, 4, got shape {arr.shape}")
+    if arr.shape[0] == 4:  # drop alpha
+        arr = arr[:3]
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{source}: image contains NaN or Inf values")
+    x = torch.from_numpy(np.ascontiguousarray(arr))
+    return _set_channels(x, channels, source)
+
+
+def _set_channels(x: torch.Tensor, channels: int | None, source: str) -> torch.Tensor:
+    if channels is None or x.shape[0] == channels:
+        return x
+    if channels == 1 and x.shape[0] == 3:
+        w = torch.tensor([0.2125, 0.7154, 0.0721])  # ITU-R BT.709, as skimage.color.rgb2gray
+        return (x * w[:, None, None]).sum(0, keepdim=True)
+    if channels == 3 and x.shape[0] == 1:
+        return x.expand(3, -1, -1).clone()
+    raise ValueError(f"{source}: cannot convert {x.shape[0]} channels to {channels}")
+
+
+def resize(x: torch.Tensor, size) -> torch.Tensor:
+    """Centre-crop ``x`` ``(C, H, W)`` to a square and resize (area averaging) to ``size``."""
+    import torch.nn.functional as F
+
+    if isinstance(size, int):
+        size = (size, size)
+    c, h, w = x.shape
+    ratio = size[1] / size[0]
+    if w / h > ratio:
+        nw = int(round(h * ratio))
+        x = x[:, :, (w - nw) // 2:(w - nw) // 2 + nw]
+    else:
+        nh = int(round(w / ratio))
+        x = x[:, (h - nh) // 2:(h - nh) // 2 + nh, :]
+    mode = "area" if x.shape[-1] >= size[1] else "bicubic"
+    out = F.interpolate(x[None], size=tuple(size), mode=mode, **({} if mode == "area" else {"align_corners": False}))
+    return out[0].clamp(0, 1)
+
+
+def _existing(path) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no such file: {str(p)!r}")
+    return p
+
+
+def load_image(path, *, channels: int | None = None) -> torch.Tensor:
+    """Read a PNG/JPEG/TIFF with scikit-image; integers are scaled by their dtype's maximum."""
+    from skimage import io as skio
+
+    p = _existing(path)
+    try:
+        arr = skio.imread(str(p))
+    except Exception as err:  # noqa: BLE001 - any decoder failure is reported the same way
+        raise ValueError(f"cannot read image {str(p)!r}: {err}") from err
+    return _to_tensor(arr, channels, str(p))
+
+
+def load_npy(path, *, channels: int | None = None, normalize: bool = False) -> torch.Tensor:
+    """Read a ``.npy`` array ``(H, W)``, ``(C, H, W)`` or ``(H, W, C)``.
+
+    Values are taken as they are (they should already be in [0, 1]); ``normalize=True`` maps
+    the array's minimum and maximum to 0 and 1.
+    """
+    p = _existing(path)
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except Exception as err:  # noqa: BLE001
+        raise ValueError(f"cannot read .npy file {str(p)!r}: {err}") from err
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+        arr = np.moveaxis(arr, 0, -1)
+    arr = arr.astype(np.float32)
+    if normalize:
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / max(hi - lo, 1e-12)
+    return _to_tensor(arr, channels, str(p))
+
+
+def load_dicom(path, *, window: tuple[float, float] | None = None,
+               channels: int | None = None) -> torch.Tensor:
+    """Read one DICOM slice with pydicom, apply rescale slope/intercept, window to [0, 1].
+
+    Parameters
+    ----------
+    path : str or Path
+    window : (center, width), optional
+        Intensity window in rescaled units (Hounsfield units for CT). Defaults to the file's
+        first ``WindowCenter``/``WindowWidth`` when present, else the slice's min–max.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(1, H, W)`` float32 in [0, 1]: ``clip((v - (center - width/2)) / width, 0, 1)``
+        with ``v = slope * stored + intercept``.
+    """
+    import pydicom
+
+    p = _existing(path)
+    try:
+        ds = pydicom.dcmread(str(p))
+        arr = ds.pixel_array.astype(np.float64)
+    except Exception as err:  # noqa: BLE001
+        raise ValueError(f"cannot read DICOM file {str(p)!r}: {err}") from err
+    if arr.ndim != 2:
+        raise ValueError(f"{str(p)!r}: expected a single 2D grey slice, got pixel array of shape {arr.shape}")
+    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
+    intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+    v = arr * slope + intercept
+    if window is None:
+        center, width = getattr(ds, "WindowCenter", None), getattr(ds, "WindowWidth", None)
+        if center is not None and width is not None:
+            first = lambda t: float(t[0]) if isinstance(t, pydicom.multival.MultiValue) else float(t)  # noqa: E731
+            window = (first(center), first(width))
+        else:
+            window = ((v.max() + v.min()) / 2, max(v.max() - v.min(), 1e-12))
+    center, width = window
+    if not width > 0:
+        raise ValueError(f"window width must be > 0, got {width}")
+    out = np.clip((v - (center - width / 2)) / width, 0, 1).astype(np.float32)
+    return _to_tensor(out, channels, str(p))
+
+
+def load_file(path, *, channels: int | None = None) -> torch.Tensor:
+    """Dispatch on the suffix: ``.dcm`` → :func:`load_dicom`, ``.npy`` → :func:`load_npy`,
+    image suffixes → :func:`load_image`."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".dcm":
+        return load_dicom(p, channels=channels)
+    if suffix == ".npy":
+        return load_npy(p, channels=channels)
+    if suffix in IMAGE_SUFFIXES:
+        return load_image(p, channels=channels)
+    raise ValueError(f"{str(p)!r}: unknown file type {suffix!r}; expected .dcm, .npy or one of {IMAGE_SUFFIXES}")
+
+
+def load_folder(folder, *, channels: int | None = None) -> list[torch.Tensor]:
+    """Every PNG/JPEG/TIFF/DICOM/npy file in ``folder`` (sorted, not recursive)."""
+    d = Path(folder)
+    if not d.is_dir():
+        raise FileNotFoundError(f"no such folder: {str(d)!r}")
+    files = sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES + (".dcm", ".npy"))
+    if not files:
+        raise ValueError(f"folder {str(d)!r} holds no .png/.jpg/.tif/.dcm/.npy files")
+    return [load_file(f, channels=channels) for f in files]
+
+
+def sample_photo_names() -> tuple[str, ...]:
+    """Names of the photographs scikit-image ships (usable offline)."""
+    return _PHOTOS
+
+
+def sample_photo(name: str, *, channels: int | None = 3, size=None) -> torch.Tensor:
+    """A photograph that scikit-image ships, ``(C, H, W)`` in [0, 1].
+
+    ``size`` (int or (H, W)) centre-crops to the aspect ratio and resizes.
+    """
+    import skimage.data
+
+    if name not in _PHOTOS:
+        raise ValueError(f"unknown sample photo {name!r}; available: {', '.join(_PHOTOS)}")
+    x = _to_tensor(getattr(skimage.data, name)(), channels, f"skimage.data.{name}")
+    return resize(x, size) if size is not None else x
+
+
+def dicom_sample(name: str = "CT_small.dcm", *, window=None) -> torch.Tensor:
+    """One of the DICOM files pydicom ships (``CT_small.dcm``, ``MR_small.dcm``), ``(1, H, W)``."""
+    from pydicom.data import get_testdata_file
+
+    if name not in DICOM_SAMPLES:
+        raise ValueError(f"unknown DICOM sample {name!r}; available: {', '.join(DICOM_SAMPLES)}")
+    return load_dicom(get_testdata_file(name), window=window)

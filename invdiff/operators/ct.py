@@ -1,0 +1,171 @@
+"""Computed tomography: the Radon transform from deepinv, scaled, with an exact adjoint and FBP.
+
+Model
+-----
+``y = R x / W``: line integrals of the image through ``n_views`` projection angles (parallel
+beam by default), divided by the image width ``W`` in pixels. The scaling makes the sinogram
+a *mean* attenuation along each ray (path length measured in image widths), so sinogram values
+lie in [0, 1] like the image, and ``sigma_y`` keeps its [0, 1]-unit meaning for CT.
+
+Implementation notes (see ALGORITHMS.md, "deepinv 0.5 Tomography")
+------------------------------------------------------------------
+* The forward projection is deepinv's :class:`~deepinv.physics.Tomography` with
+  ``normalize=False`` (no power method at construction).
+* The adjoint is computed by autograd through the forward projection in the dtype of ``y``,
+  so ``<A x, y> = <x, Aᵀ y>`` holds to rounding error (deepinv's legacy adjoint is 5–8 % off).
+* ``A_dagger`` is filtered back-projection through that same adjoint: ramp filter (optionally
+  Hann-windowed) of each projection along the detector, then ``Δθ · Rᵀ``. Because it uses the
+  operator's own back-projector, it is consistent with ``A`` whatever the grid parity.
+"""
+
+from __future__ import annotations
+
+import math
+
+import deepinv
+import torch
+
+from ._base import ShapeChecked, img_size_3d, positive_int
+
+__all__ = ["ct_sparse_view", "ct_limited_angle", "ct_parallel", "CT", "ramp_filter", "FBP_FILTERS"]
+
+FBP_FILTERS = ("ramp", "hann", "shepp-logan", "cosine")
+
+
+def ramp_filter(n_det: int, window: str = "ramp", *, dtype=torch.float64, device=None) -> torch.Tensor:
+    """Frequency response of the discrete ramp filter for FBP, length ``2^ceil(log2(2 n_det))``.
+
+    Built from the band-limited spatial-domain ramp of Kak & Slaney (1988, eq. 61):
+    ``h[0] = 1/4``, ``h[n] = -1/(π n)²`` for odd ``n``, ``0`` for even ``n`` (detector spacing 1),
+    then multiplied by a window: ``ramp`` (none), ``hann``, ``shepp-logan`` (sinc) or ``cosine``.
+    """
+    if window not in FBP_FILTERS:
+        raise ValueError(f"FBP filter must be one of {FBP_FILTERS}, got {window!r}")
+    size = max(64, 2 ** math.ceil(math.log2(2 * n_det)))
+    n = torch.cat([torch.arange(0, size // 2 + 1), torch.arange(-(size // 2) + 1, 0)]).to(dtype)
+    h = torch.zeros(size, dtype=dtype)
+    h[0] = 0.25
+    odd = (n.long() % 2) == 1
+    h[odd] = -1.0 / (math.pi * n[odd]) ** 2
+    resp = torch.fft.fft(h).real  # ≈ |f| for f in cycles per detector pixel
+    f = torch.fft.fftfreq(size, dtype=dtype)  # cycles per sample, in [-0.5, 0.5)
+    if window == "hann":
+        resp = resp * (0.5 + 0.5 * torch.cos(2 * math.pi * f))
+    elif window == "shepp-logan":
+        resp = resp * torch.sinc(f)
+    elif window == "cosine":
+        resp = resp * torch.cos(math.pi * f)
+    return resp.to(device) if device is not None else resp
+
+
+class CT(ShapeChecked, deepinv.physics.Tomography):
+    """Scaled Radon transform ``A x = R x / W`` with exact adjoint and FBP pseudo-inverse.
+
+    Use the factories :func:`ct_sparse_view`, :func:`ct_limited_angle`, :func:`ct_parallel`.
+    Sinograms have shape ``(B, C, n_det, n_views)`` as in deepinv.
+    """
+
+    def __init__(self, img_size, angles_deg: torch.Tensor, *, fbp_filter: str = "ramp",
+                 fan_beam: bool = False, fan_parameters: dict | None = None):
+        c, h, w = img_size_3d(img_size)
+        if h != w:
+            raise ValueError(f"CT needs a square image, got ({h}, {w})")
+        if fbp_filter not in FBP_FILTERS:
+            raise ValueError(f"fbp_filter must be one of {FBP_FILTERS}, got {fbp_filter!r}")
+        super().__init__(angles=angles_deg.float(), img_width=w, circle=False, normalize=False,
+                         adjoint_via_backprop=True, fan_beam=fan_beam, fan_parameters=fan_parameters)
+        self.img_shape = (c, h, w)
+        self.scale = 1.0 / w
+        self.fbp_filter = fbp_filter
+        self.geometry = "fan" if fan_beam else "parallel"
+        self._set_meas_shape()
+
+    @property
+    def n_views(self) -> int:
+        return int(self.angles.numel())
+
+    def A(self, x, **kwargs):
+        self._check_x(x)
+        return super().A(x, **kwargs) * self.scale
+
+    def A_adjoint(self, y, **kwargs):
+        """Exact adjoint by autograd: ``Aᵀ y = ∇_x <A x, y>``, in the dtype of ``y``."""
+        self._check_y(y)
+        with torch.enable_grad():
+            x0 = torch.zeros((y.shape[0],) + self.img_shape, dtype=y.dtype, device=y.device,
+                             requires_grad=True)
+            (grad,) = torch.autograd.grad(self.A(x0), x0, grad_outputs=y,
+                                          create_graph=torch.is_grad_enabled() and y.requires_grad)
+        return grad
+
+    def angular_step(self) -> float:
+        """Δθ in radians used to weight each view in FBP (mean spacing of the angles)."""
+        a = torch.sort(self.angles.double() % 180).values
+        if a.numel() == 1:
+            return math.pi
+        span = float(a[-1] - a[0])
+        # Views cover [a0, a_last] plus one step; for a full half-circle this is π / n.
+        return math.radians(span) / (a.numel() - 1) if span > 0 else math.pi / a.numel()
+
+    def fbp(self, y, filter: str | None = None, **kwargs):
+        """Filtered back-projection ``Δθ · W² · Aᵀ(h ∗ y)`` (``W²`` undoes the 1/W scaling twice).
+
+        ``filter`` overrides the operator's ``fbp_filter`` (ramp, hann, shepp-logan, cosine).
+        For fan-beam geometry this is the parallel-beam formula applied to fan data, an
+        approximation (no fan-angle weighting).
+        """
+        self._check_y(y)
+        n_det = y.shape[-2]
+        resp = ramp_filter(n_det, filter or self.fbp_filter, dtype=y.dtype, device=y.device)
+        size = resp.numel()
+        yt = y.transpose(-1, -2)  # (..., views, det): filter along the detector axis
+        spec = torch.fft.fft(yt, n=size, dim=-1) * resp
+        filtered = torch.fft.ifft(spec, dim=-1).real[..., :n_det].transpose(-1, -2)
+        w = self.img_shape[-1]
+        return self.A_adjoint(filtered.contiguous()) * (self.angular_step() * w * w)
+
+    def A_dagger(self, y, **kwargs):
+        """Filtered back-projection (see :meth:`fbp`)."""
+        return self.fbp(y)
+
+
+def _angles(n_views: int, max_angle_deg: float) -> torch.Tensor:
+    return torch.arange(n_views, dtype=torch.float64) * (max_angle_deg / n_views)
+
+
+def ct_parallel(img_size, angles_deg, *, fbp_filter: str = "ramp") -> CT:
+    """Parallel-beam CT at the given projection angles (degrees)."""
+    a = torch.as_tensor(angles_deg, dtype=torch.float64).reshape(-1)
+    if a.numel() < 1 or not torch.isfinite(a).all():
+        raise ValueError(f"angles_deg must hold at least one finite angle, got {angles_deg!r}")
+    return CT(img_size, a, fbp_filter=fbp_filter)
+
+
+def ct_sparse_view(img_size, n_views: int = 32, *, fbp_filter: str = "ramp", geometry: str = "parallel",
+                   fan_parameters: dict | None = None) -> CT:
+    """Sparse-view CT: ``n_views`` angles equally spaced over [0°, 180°).
+
+    ``geometry="fan"`` uses deepinv's fan-beam projector (angles over [0°, 360°)); its
+    ``A_dagger`` is then an approximate FBP.
+    """
+    positive_int(n_views, "n_views")
+    if geometry == "parallel":
+        return CT(img_size, _angles(n_views, 180.0), fbp_filter=fbp_filter)
+    if geometry == "fan":
+        return CT(img_size, _angles(n_views, 360.0), fbp_filter=fbp_filter, fan_beam=True,
+                  fan_parameters=fan_parameters)
+    raise ValueError(f"geometry must be 'parallel' or 'fan', got {geometry!r}")
+
+
+def ct_limited_angle(img_size, max_angle_deg: float = 90.0, n_views: int | None = None, *,
+                     fbp_filter: str = "ramp") -> CT:
+    """Limited-angle CT: ``n_views`` angles equally spaced over [0°, ``max_angle_deg``).
+
+    ``n_views`` defaults to one view per degree.
+    """
+    if not (0 < max_angle_deg <= 180):
+        raise ValueError(f"max_angle_deg must be in (0, 180], got {max_angle_deg!r}")
+    if n_views is None:
+        n_views = max(1, int(round(max_angle_deg)))
+    positive_int(n_views, "n_views")
+    return CT(img_size, _angles(n_views, max_angle_deg), fbp_filter=fbp_filter)

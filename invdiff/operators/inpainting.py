@@ -1,0 +1,72 @@
+"""Inpainting: ``y = m ⊙ x`` with a binary mask ``m`` (deepinv's :class:`~deepinv.physics.Inpainting`).
+
+A masking operator is its own adjoint and its own pseudo-inverse; it is a
+``DecomposablePhysics`` (SVD with singular values in {0, 1}).
+"""
+
+from __future__ import annotations
+
+import deepinv
+import torch
+
+from ._base import ShapeChecked, img_size_3d
+
+__all__ = ["mask_inpainting", "box_inpainting", "random_inpainting"]
+
+
+class _Inpainting(ShapeChecked, deepinv.physics.Inpainting):
+    def A(self, x, **kwargs):
+        self._check_x(x)
+        return super().A(x, **kwargs)
+
+    def A_adjoint(self, y, **kwargs):
+        self._check_y(y)
+        return super().A_adjoint(y, **kwargs)
+
+
+def mask_inpainting(img_size, mask) -> deepinv.physics.Inpainting:
+    """Inpainting with a given mask (1 = observed, 0 = missing).
+
+    ``mask`` has shape ``(H, W)`` (shared by all channels), ``(C, H, W)`` or ``(1, C, H, W)``.
+    """
+    c, h, w = img_size_3d(img_size)
+    m = torch.as_tensor(mask, dtype=torch.float32)
+    if m.ndim == 2:
+        m = m.expand(c, h, w) if tuple(m.shape) == (h, w) else m
+    if m.ndim == 4 and m.shape[0] == 1:
+        m = m[0]
+    if tuple(m.shape) != (c, h, w):
+        raise ValueError(f"mask must have shape ({h}, {w}) or ({c}, {h}, {w}), got {tuple(torch.as_tensor(mask).shape)}")
+    if not torch.isfinite(m).all() or ((m != 0) & (m != 1)).any():
+        raise ValueError("mask must contain only 0 (missing) and 1 (observed)")
+    op = _Inpainting(img_size=(c, h, w), mask=m.clone())
+    op.img_shape = (c, h, w)
+    op._set_meas_shape()
+    return op
+
+
+def box_inpainting(img_size, box=None):
+    """Missing rectangle ``box = (top, left, height, width)`` in pixels.
+
+    Default: a centred box of half the image height and width.
+    """
+    c, h, w = img_size_3d(img_size)
+    if box is None:
+        box = (h // 4, w // 4, h // 2, w // 2)
+    if len(box) != 4 or any(int(v) != v or v < 0 for v in box):
+        raise ValueError(f"box must be (top, left, height, width) of non-negative ints, got {box!r}")
+    top, left, bh, bw = (int(v) for v in box)
+    if bh < 1 or bw < 1 or top + bh > h or left + bw > w:
+        raise ValueError(f"box {box!r} does not fit in an image of size ({h}, {w})")
+    m = torch.ones(h, w)
+    m[top:top + bh, left:left + bw] = 0
+    return mask_inpainting((c, h, w), m)
+
+
+def random_inpainting(img_size, missing_fraction: float = 0.7, *, generator: torch.Generator | None = None):
+    """Each pixel missing independently with probability ``missing_fraction`` (all channels together)."""
+    c, h, w = img_size_3d(img_size)
+    if not (0 <= missing_fraction < 1):
+        raise ValueError(f"missing_fraction must be in [0, 1), got {missing_fraction!r}")
+    m = (torch.rand((h, w), generator=generator) >= missing_fraction).float()
+    return mask_inpainting((c, h, w), m)

@@ -1,0 +1,196 @@
+"""Cartesian MRI: ``y = M F S x`` on deepinv's :class:`~deepinv.physics.MRI` / ``MultiCoilMRI``.
+
+Model
+-----
+Single coil: ``y = M F x``; multi-coil: ``y_c = M F (S_c x)``, ``c = 1..C``, with ``F`` the
+orthonormal centred 2D DFT, ``M`` a binary mask of phase-encoding lines (columns of k-space,
+fully sampled along the read-out direction) and ``S_c`` smooth coil sensitivities normalised so
+that ``Σ_c |S_c|² = 1`` (so ``‖A‖ <= 1`` and zero-filling is one unit gradient step).
+
+k-space is complex and stored as deepinv does (real and imaginary parts as 2 channels).
+By default the operator accepts a *real* image ``(B, 1, H, W)``: it is embedded as a complex
+image with zero imaginary part, and the adjoint returns the real part of the complex adjoint,
+which is the exact adjoint of that real-to-complex map. ``real_input=False`` takes complex
+images ``(B, 2, H, W)`` instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+import deepinv
+import torch
+
+from ._base import ShapeChecked, img_size_3d, positive_int
+
+__all__ = ["mri_cartesian", "cartesian_mask", "coil_sensitivities", "MASKS"]
+
+MASKS = ("random", "equispaced", "gaussian")
+
+
+def cartesian_mask(img_size, acceleration: float = 4.0, center_fraction: float = 0.08,
+                   kind: str = "random", *, n_masks: int = 1,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Binary masks of phase-encoding columns, shape ``(n_masks, H, W)``, centred k-space.
+
+    ``round(W * center_fraction)`` central columns are always sampled; the remaining
+    ``round(W / acceleration)`` minus those are chosen
+
+    * ``random``: uniformly among the other columns,
+    * ``equispaced``: every ``acceleration``-th column from a random offset,
+    * ``gaussian``: without replacement with probability ∝ ``exp(-k² / (2 (0.25 W)²))``
+      (variable density, more lines near the centre).
+    """
+    _, h, w = img_size_3d(img_size)
+    if not (isinstance(acceleration, (int, float)) and math.isfinite(acceleration) and acceleration >= 1):
+        raise ValueError(f"acceleration must be a finite number >= 1, got {acceleration!r}")
+    if not (0 <= center_fraction <= 1):
+        raise ValueError(f"center_fraction must be in [0, 1], got {center_fraction!r}")
+    if kind not in MASKS:
+        raise ValueError(f"mask must be one of {MASKS}, got {kind!r}")
+    positive_int(n_masks, "n_masks")
+    n_total = max(1, int(round(w / acceleration)))
+    n_center = min(int(round(w * center_fraction)), n_total)
+    c0 = w // 2 - n_center // 2
+    center = torch.zeros(w, dtype=torch.bool)
+    center[c0:c0 + n_center] = True
+    others = (~center).nonzero().flatten()
+    n_rest = n_total - n_center
+    k = torch.arange(w, dtype=torch.float64) - w // 2
+    masks = []
+    for _ in range(n_masks):
+        cols = center.clone()
+        if n_rest > 0:
+            if kind == "random":
+                pick = others[torch.randperm(len(others), generator=generator)[:n_rest]]
+            elif kind == "gaussian":
+                p = torch.exp(-k[others] ** 2 / (2 * (0.25 * w) ** 2))
+                pick = others[torch.multinomial(p, n_rest, replacement=False, generator=generator)]
+            else:
+                step = len(others) / n_rest
+                offset = float(torch.rand((), generator=generator)) * step
+                pick = others[torch.floor(offset + step * torch.arange(n_rest)).long() % len(others)]
+            cols[pick] = True
+        masks.append(cols[None, :].expand(h, w).float())
+    return torch.stack(masks)
+
+
+def coil_sensitivities(n_coils: int, img_size, *, width: float = 0.7) -> torch.Tensor:
+    """Smooth synthetic coil maps ``(n_coils, H, W)`` (complex64), ``Σ_c |S_c|² = 1`` everywhere.
+
+    Coils sit on a circle of radius 1.2 (image half-width 1) at equal angles; magnitude
+    ``exp(-d² / (2 width²))`` of the distance ``d`` to the coil, phase linear in the distance
+    (π/2 across the field of view), then normalised by the root sum of squares.
+    """
+    positive_int(n_coils, "coils")
+    _, h, w = img_size_3d(img_size)
+    ys = torch.linspace(-1, 1, h, dtype=torch.float64)
+    xs = torch.linspace(-1, 1, w, dtype=torch.float64)
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    maps = []
+    for c in range(n_coils):
+        a = 2 * math.pi * c / n_coils
+        d2 = (xx - 1.2 * math.cos(a)) ** 2 + (yy - 1.2 * math.sin(a)) ** 2
+        mag = torch.exp(-d2 / (2 * width**2))
+        phase = (math.pi / 4) * torch.sqrt(d2)
+        maps.append(mag * torch.exp(1j * phase))
+    s = torch.stack(maps)
+    s = s / torch.sqrt((s.abs() ** 2).sum(0, keepdim=True))
+    return s.to(torch.complex64)
+
+
+class _RealInputMixin(ShapeChecked):
+    real_input: bool = True
+
+    def _embed(self, x):
+        return torch.cat([x, torch.zeros_like(x)], dim=1) if self.real_input else x
+
+    def A(self, x, **kwargs):
+        self._check_x(x)
+        return super().A(self._embed(x), **kwargs)
+
+    def A_adjoint(self, y, **kwargs):
+        self._check_y(y)
+        out = super().A_adjoint(y, **kwargs)
+        return out[:, :1] if self.real_input else out
+
+    def A_dagger(self, y, **kwargs):
+        """Zero-filled reconstruction ``Aᵀ y`` (exact pseudo-inverse for single-coil complex images;
+        for real images and coil arrays a unit gradient step from zero, which cannot increase
+        ``‖A x - y‖`` because ``‖A‖ <= 1``)."""
+        return self.A_adjoint(y)
+
+
+class _MRI(_RealInputMixin, deepinv.physics.MRI):
+    pass
+
+
+class _MultiCoilMRI(_RealInputMixin, deepinv.physics.MultiCoilMRI):
+    def _apply(self, fn, recurse=True):
+        """Keep coil maps complex under ``.to(dtype)``: ``Module.to(torch.float64)`` would cast the
+        complex sensitivities to real and silently drop their phase. Real dtypes map to the
+        matching complex dtype for complex buffers; ``.double()``/``.float()`` work as usual."""
+        maps = getattr(self, "coil_maps", None)
+        out = super()._apply(fn, recurse)
+        if maps is not None and maps.is_complex() and not self.coil_maps.is_complex():
+            real = self.coil_maps.dtype
+            self.coil_maps = maps.to(device=self.coil_maps.device,
+                                     dtype=torch.complex128 if real == torch.float64 else torch.complex64)
+        return out
+
+
+def mri_cartesian(img_size, acceleration: float = 4.0, center_fraction: float = 0.08, *,
+                  mask: str | torch.Tensor = "random", coils: int = 1, real_input: bool = True,
+                  n_slices: int | None = None, generator: torch.Generator | None = None):
+    """Cartesian undersampled MRI, single- or multi-coil.
+
+    Parameters
+    ----------
+    img_size : int, (H, W) or (1, H, W)
+        Image size (one real channel; the complex embedding is internal).
+    acceleration : float
+        Undersampling factor ``W / (number of sampled columns)``, >= 1.
+    center_fraction : float
+        Fraction of central k-space columns always sampled.
+    mask : {"random", "equispaced", "gaussian"} or tensor
+        Mask kind drawn with :func:`cartesian_mask`, or a given ``(H, W)`` (shared) or
+        ``(D, H, W)`` (one per slice) binary tensor.
+    coils : int
+        1 for single-coil, > 1 for multi-coil with :func:`coil_sensitivities`.
+    real_input : bool
+        Accept real images ``(B, 1, H, W)`` (default) or complex ones ``(B, 2, H, W)``.
+    n_slices : int, optional
+        Draw one mask per slice for a volume ``(D, 1, H, W)`` with ``D = n_slices``; the
+        operator then only accepts batches of exactly ``n_slices``. Default: one shared mask.
+    generator : torch.Generator, optional
+        Source of randomness for the mask.
+    """
+    c, h, w = img_size_3d(img_size)
+    expected_c = 1 if real_input else 2
+    if c != expected_c:
+        raise ValueError(f"img_size must have {expected_c} channel(s) for real_input={real_input}, got {c}")
+    positive_int(coils, "coils")
+    if isinstance(mask, str):
+        m = cartesian_mask((h, w), acceleration, center_fraction, mask,
+                           n_masks=n_slices or 1, generator=generator)
+    else:
+        m = torch.as_tensor(mask, dtype=torch.float32)
+        if m.ndim == 2:
+            m = m[None]
+        if m.ndim != 3 or tuple(m.shape[-2:]) != (h, w) or ((m != 0) & (m != 1)).any():
+            raise ValueError(f"mask must be a binary (H, W) or (D, H, W) tensor with H, W = {h}, {w}, "
+                             f"got shape {tuple(torch.as_tensor(mask).shape)}")
+        if n_slices is not None and m.shape[0] != n_slices:
+            raise ValueError(f"mask holds {m.shape[0]} slices, n_slices is {n_slices}")
+    batch = m.shape[0] if m.shape[0] > 1 else None
+    dmask = m[:, None].expand(-1, 2, h, w).contiguous()  # deepinv: (B, 2, H, W)
+    if coils == 1:
+        op = _MRI(mask=dmask, img_size=(2, h, w))
+    else:
+        op = _MultiCoilMRI(mask=dmask, coil_maps=coil_sensitivities(coils, (h, w)), img_size=(2, h, w))
+    op.real_input = real_input
+    op.img_shape = (c, h, w)
+    op.batch = batch
+    op.acceleration = float(w / m[0, 0].sum())
+    op._set_meas_shape()
+    return op

@@ -1,0 +1,217 @@
+"""The small UNet of the shipped checkpoints, wrapped with EDM preconditioning.
+
+Karras, Aittala, Aila, Laine, "Elucidating the Design Space of Diffusion-Based Generative
+Models" (NeurIPS 2022), Table 1: the denoiser is
+
+.. math:: D(x, \\sigma) = c_\\text{skip}(\\sigma)\\,x + c_\\text{out}(\\sigma)\\,
+          F\\big(c_\\text{in}(\\sigma)\\,x,\\; c_\\text{noise}(\\sigma)\\big)
+
+with :math:`c_\\text{skip} = \\sigma_d^2/(\\sigma^2+\\sigma_d^2)`,
+:math:`c_\\text{out} = \\sigma\\sigma_d/\\sqrt{\\sigma^2+\\sigma_d^2}`,
+:math:`c_\\text{in} = 1/\\sqrt{\\sigma^2+\\sigma_d^2}`, :math:`c_\\text{noise} = \\ln(\\sigma)/4`.
+
+invdiff images live in [0, 1]; the preconditioning is applied to ``x - 0.5`` (so the network
+sees zero-centred data) with :math:`\\sigma_d = 0.25`, the EDM value 0.5 halved for the
+halved intensity range.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .prior import Prior
+
+__all__ = ["UNetConfig", "UNet", "EDMPrior"]
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Architecture of :class:`UNet` (stored in every checkpoint's metadata)."""
+
+    channels: int = 1
+    base: int = 32
+    mults: tuple = (1, 2, 2)
+    blocks: int = 2
+    attention_levels: tuple = (2,)
+    emb_dim: int = 128
+    dropout: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "UNetConfig":
+        d = json.loads(text)
+        d["mults"] = tuple(d["mults"])
+        d["attention_levels"] = tuple(d["attention_levels"])
+        return cls(**d)
+
+
+def _groups(ch: int) -> int:
+    return min(8, ch)
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, cin, cout, emb_dim, dropout):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(_groups(cin), cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * cout)
+        self.norm2 = nn.GroupNorm(_groups(cout), cout)
+        self.drop = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x, emb):
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.drop(F.silu(h)))
+        return self.skip(x) + h
+
+
+class _Attention(nn.Module):
+    def __init__(self, ch, heads=4):
+        super().__init__()
+        self.norm = nn.GroupNorm(_groups(ch), ch)
+        self.qkv = nn.Conv2d(ch, 3 * ch, 1)
+        self.proj = nn.Conv2d(ch, ch, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+        self.heads = heads
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
+        out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
+
+
+class UNet(nn.Module):
+    """A compact UNet ``F(x, c_noise)`` (residual blocks, FiLM noise embedding, attention)."""
+
+    def __init__(self, config: UNetConfig = UNetConfig()):
+        super().__init__()
+        self.config = config
+        c = config
+        self.freqs = nn.Parameter(torch.randn(c.emb_dim // 2) * 4.0, requires_grad=False)
+        self.emb_mlp = nn.Sequential(nn.Linear(c.emb_dim, c.emb_dim), nn.SiLU(),
+                                     nn.Linear(c.emb_dim, c.emb_dim))
+        self.inp = nn.Conv2d(c.channels, c.base, 3, padding=1)
+        self.down = nn.ModuleList()
+        chans = [c.base]
+        ch = c.base
+        for level, mult in enumerate(c.mults):
+            for _ in range(c.blocks):
+                block = nn.ModuleList([_ResBlock(ch, c.base * mult, c.emb_dim, c.dropout)])
+                ch = c.base * mult
+                if level in c.attention_levels:
+                    block.append(_Attention(ch))
+                self.down.append(block)
+                chans.append(ch)
+            if level < len(c.mults) - 1:
+                self.down.append(nn.ModuleList([nn.Conv2d(ch, ch, 3, stride=2, padding=1)]))
+                chans.append(ch)
+        self.mid = nn.ModuleList([_ResBlock(ch, ch, c.emb_dim, c.dropout), _Attention(ch),
+                                  _ResBlock(ch, ch, c.emb_dim, c.dropout)])
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(c.mults))):
+            for _ in range(c.blocks + 1):
+                block = nn.ModuleList([_ResBlock(ch + chans.pop(), c.base * mult, c.emb_dim, c.dropout)])
+                ch = c.base * mult
+                if level in c.attention_levels:
+                    block.append(_Attention(ch))
+                self.up.append(block)
+            if level > 0:
+                self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"),
+                                              nn.Conv2d(ch, ch, 3, padding=1)]))
+        self.out_norm = nn.GroupNorm(_groups(ch), ch)
+        self.out = nn.Conv2d(ch, c.channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x, c_noise):
+        f = c_noise.reshape(-1, 1) * self.freqs[None]
+        emb = self.emb_mlp(torch.cat([f.cos(), f.sin()], dim=1))
+        h = self.inp(x)
+        skips = [h]
+        for block in self.down:
+            if isinstance(block[0], _ResBlock):
+                h = block[0](h, emb)
+                for extra in block[1:]:
+                    h = extra(h)
+            else:
+                h = block[0](h)
+            skips.append(h)
+        h = self.mid[0](h, emb)
+        h = self.mid[1](h)
+        h = self.mid[2](h, emb)
+        for block in self.up:
+            if isinstance(block[0], _ResBlock):
+                h = block[0](torch.cat([h, skips.pop()], dim=1), emb)
+                for extra in block[1:]:
+                    h = extra(h)
+            else:
+                h = block[1](block[0](h))
+        return self.out(F.silu(self.out_norm(h)))
+
+
+class EDMPrior(Prior):
+    """A :class:`Prior` from a :class:`UNet` with EDM preconditioning on ``x - 0.5``.
+
+    Parameters
+    ----------
+    net : UNet
+        The raw network ``F``.
+    sigma_data : float
+        Data standard deviation used by the preconditioning (0.25 in [0, 1] units).
+    sigma_min, sigma_max : float
+        Noise range the network was trained for.
+    img_size : (int, int) or None
+        Training resolution; the network is fully convolutional, so other sizes divisible by
+        ``2 ** (len(mults) - 1)`` run too (out of distribution, see the model cards).
+    """
+
+    def __init__(self, net: UNet, *, sigma_data: float = 0.25, sigma_min: float = 2e-3,
+                 sigma_max: float = 40.0, img_size=None):
+        super().__init__()
+        self.net = net
+        self.sigma_data = float(sigma_data)
+        self.sigma_min = float(sigma_min)
+        self.sigma_max = float(sigma_max)
+        self.channels = net.config.channels
+        self.img_size = tuple(img_size) if img_size is not None else None
+
+    def check_input(self, x):
+        super().check_input(x)
+        k = 2 ** (len(self.net.config.mults) - 1)
+        if x.shape[-1] % k or x.shape[-2] % k:
+            raise ValueError(f"{type(self).__name__}: H and W must be divisible by {k}, "
+                             f"got {tuple(x.shape)}")
+
+    def _denoise(self, x, sigma):
+        sd = self.sigma_data
+        c_skip = sd**2 / (sigma**2 + sd**2)
+        c_out = sigma * sd / torch.sqrt(sigma**2 + sd**2)
+        c_in = 1 / torch.sqrt(sigma**2 + sd**2)
+        c_noise = torch.log(sigma.reshape(-1)) / 4
+        xc = x - 0.5
+        out = self.net((c_in * xc).to(x.dtype), c_noise.to(x.dtype))
+        return 0.5 + c_skip * xc + c_out * out
+
+    def loss_weight(self, sigma):
+        """EDM loss weight ``(sigma^2 + sigma_d^2) / (sigma * sigma_d)^2``."""
+        return (sigma**2 + self.sigma_data**2) / (sigma * self.sigma_data) ** 2
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+

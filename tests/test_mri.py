@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from invdiff.operators import cartesian_mask, coil_sensitivities, mri_cartesian, volume_mri
+
+
+@pytest.mark.parametrize("kind", ["random", "equispaced", "gaussian"])
+@pytest.mark.parametrize("acc", [4, 8])
+def test_mask_acceleration_and_centre(kind, acc, gen):
+    m = cartesian_mask((64, 64), acc, 0.08, kind, generator=gen)[0]
+    cols = m[0]
+    assert int(cols.sum()) == round(64 / acc)
+    assert torch.all(m == cols[None, :])  # whole phase-encoding columns
+    n_c = round(64 * 0.08)
+    assert torch.all(cols[32 - n_c // 2: 32 - n_c // 2 + n_c] == 1)
+
+
+def test_gaussian_mask_prefers_centre():
+    g = torch.Generator().manual_seed(0)
+    m = cartesian_mask((64, 64), 4, 0.0, "gaussian", n_masks=200, generator=g)[:, 0]
+    density = m.mean(0)
+    assert density[24:40].mean() > 2 * torch.cat([density[:8], density[-8:]]).mean()
+
+
+def test_coil_maps_normalised():
+    s = coil_sensitivities(6, (32, 48))
+    assert s.shape == (6, 32, 48) and s.dtype == torch.complex64
+    assert torch.allclose((s.abs() ** 2).sum(0), torch.ones(32, 48), atol=1e-5)
+
+
+def test_fully_sampled_single_coil_is_unitary(gen):
+    op = mri_cartesian(32, 1.0, 1.0)
+    x = torch.rand(2, 1, 32, 32, generator=gen)
+    assert torch.allclose(op.A_dagger(op.A(x)), x, atol=1e-5)
+    assert torch.allclose(op.A(x).norm(), x.norm(), rtol=1e-5)
+
+
+def test_fully_sampled_multicoil_is_isometry(gen):
+    op = mri_cartesian(32, 1.0, 1.0, coils=4)
+    x = torch.rand(2, 1, 32, 32, generator=gen)
+    assert op.A(x).shape == (2, 2, 4, 32, 32)
+    assert torch.allclose(op.A_adjoint(op.A(x)), x, atol=1e-5)
+
+
+def test_complex_input_option(gen):
+    op = mri_cartesian((2, 32, 32), 4, real_input=False, generator=gen)
+    assert op.A(torch.rand(1, 2, 32, 32)).shape == (1, 2, 32, 32)
+
+
+def test_per_slice_masks_differ_and_fix_depth(gen):
+    op = volume_mri(5, 32, 4, generator=gen)
+    masks = op.mask[:, 0]
+    assert masks.shape[0] == 5 and not torch.equal(masks[0], masks[1])
+    x = torch.rand(5, 1, 32, 32, generator=gen)
+    y = op.A(x)
+    for d in range(5):  # slice d sees mask d
+        single = mri_cartesian(32, mask=masks[d])
+        assert torch.allclose(y[d:d + 1], single.A(x[d:d + 1]), atol=1e-6)
+    with pytest.raises(ValueError, match="5 slices"):
+        op.A(x[:3])
+
+
+def test_shared_mask_volume(gen):
+    op = volume_mri(5, 32, 4, masks="shared", generator=gen)
+    assert op.A(torch.rand(7, 1, 32, 32)).shape == (7, 2, 32, 32)
