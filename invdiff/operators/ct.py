@@ -89,14 +89,23 @@ class CT(ShapeChecked, deepinv.physics.Tomography):
         return super().A(x, **kwargs) * self.scale
 
     def A_adjoint(self, y, **kwargs):
-        """Exact adjoint by autograd: ``Aᵀ y = ∇_x <A x, y>``, in the dtype of ``y``."""
+        """Exact adjoint ``Aᵀ y = ∇_x <A x, y>`` by autograd, in the dtype of ``y``.
+
+        ``A`` is linear, so its vector–Jacobian product does not depend on the point: it is
+        built once per (batch, dtype, device) with :func:`torch.func.vjp` and reused.
+        """
         self._check_y(y)
-        with torch.enable_grad():
-            x0 = torch.zeros((y.shape[0],) + self.img_shape, dtype=y.dtype, device=y.device,
-                             requires_grad=True)
-            (grad,) = torch.autograd.grad(self.A(x0), x0, grad_outputs=y,
-                                          create_graph=torch.is_grad_enabled() and y.requires_grad)
-        return grad
+        key = (y.shape[0], y.dtype, y.device)
+        cache = self.__dict__.setdefault("_vjp_cache", {})
+        if key not in cache:
+            x0 = torch.zeros((y.shape[0],) + self.img_shape, dtype=y.dtype, device=y.device)
+            cache.clear()  # keep one entry: the saved tensors are the size of an image batch
+            cache[key] = torch.func.vjp(self.A, x0)[1]
+        return cache[key](y)[0]
+
+    def _apply(self, fn, recurse=True):
+        self.__dict__.pop("_vjp_cache", None)  # dtype/device change: rebuild the adjoint
+        return super()._apply(fn, recurse)
 
     def angular_step(self) -> float:
         """Δθ in radians used to weight each view in FBP (mean spacing of the angles)."""
