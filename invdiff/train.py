@@ -78,7 +78,8 @@ def _phantom_sampler(cfg: TrainConfig, generator: torch.Generator):
     if cfg.channels != 1:
         raise ValueError(f"--data phantoms needs --channels 1, got {cfg.channels}")
     pool_gen = torch.Generator().manual_seed(10_000 + cfg.seed)
-    pool = body_phantoms(cfg.n_phantoms, cfg.size, "mixed", generator=pool_gen)
+    # A run never sees more than steps × batch distinct images: do not generate more.
+    pool = body_phantoms(min(cfg.n_phantoms, cfg.steps * cfg.batch), cfg.size, "mixed", generator=pool_gen)
 
     def sample(batch):
         idx = torch.randint(len(pool), (batch,), generator=generator)

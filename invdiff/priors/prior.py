@@ -11,7 +11,6 @@ so solvers only ever call :meth:`Prior.denoise` (one network forward, one NFE).
 
 from __future__ import annotations
 
-import math
 
 import torch
 
@@ -21,17 +20,17 @@ __all__ = ["Prior", "as_sigma"]
 def as_sigma(sigma, x: torch.Tensor, *, owner: str = "prior") -> torch.Tensor:
     """Validate ``sigma`` and return it as a tensor of shape ``(B, 1, 1, ...)`` matching ``x``.
 
-    Accepts a Python number, a 0-d tensor, or a tensor with one value per batch element.
+    Accepts a Python number, a 0-d tensor, or a tensor with one value per batch element
+    (shaped ``(B,)`` or ``(B, 1, ..., 1)``).
     Raises ``ValueError`` for non-positive or non-finite values, naming ``owner``.
     """
     s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-    if s.ndim > 1 or (s.ndim == 1 and s.shape[0] not in (1, x.shape[0])):
+    if s.numel() not in (1, x.shape[0]) or s.ndim > x.ndim:
         raise ValueError(f"{owner}: sigma must be a scalar or have one value per batch element "
                          f"({x.shape[0]}), got shape {tuple(s.shape)}")
     if not torch.isfinite(s).all() or (s <= 0).any():
         raise ValueError(f"{owner}: sigma must be finite and > 0, got {s.detach().cpu().tolist()}")
-    s = s.reshape(-1) if s.ndim else s.reshape(1)
-    s = s.expand(x.shape[0])
+    s = s.reshape(-1).expand(x.shape[0])
     return s.reshape(-1, *([1] * (x.ndim - 1)))
 
 
@@ -95,5 +94,3 @@ class Prior(torch.nn.Module):
         return f"shape={shape}, sigma=[{self.sigma_min:g}, {self.sigma_max:g}]"
 
 
-def _is_finite_number(v) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)

@@ -1,0 +1,77 @@
+"""Noise schedules as plain descending tensors of ``sigma`` (VE form, [0, 1] units), ending in 0.
+
+All return ``steps + 1`` values: ``steps`` positive noise levels in decreasing order, then 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["karras", "geometric", "vp_linear", "vp_cosine", "vp_sigmas", "SCHEDULES"]
+
+
+def _check(steps, sigma_min, sigma_max):
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if not (0 < sigma_min <= sigma_max) or not math.isfinite(sigma_max):
+        raise ValueError(f"need 0 < sigma_min <= sigma_max < inf, got {sigma_min!r}, {sigma_max!r}")
+
+
+def _append_zero(s: torch.Tensor) -> torch.Tensor:
+    return torch.cat([s, s.new_zeros(1)])
+
+
+def karras(steps: int, sigma_min: float = 0.002, sigma_max: float = 40.0, rho: float = 7.0) -> torch.Tensor:
+    """Karras et al. (2022), eq. 5: ``σ_i = (σ_max^{1/ρ} + i/(N−1) (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ``."""
+    _check(steps, sigma_min, sigma_max)
+    if steps == 1:
+        return _append_zero(torch.tensor([sigma_max], dtype=torch.float64))
+    i = torch.arange(steps, dtype=torch.float64) / (steps - 1)
+    s = (sigma_max ** (1 / rho) + i * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    return _append_zero(s)
+
+
+def geometric(steps: int, sigma_min: float = 0.002, sigma_max: float = 40.0) -> torch.Tensor:
+    """Log-uniform (geometric) spacing from ``sigma_max`` to ``sigma_min`` (the VE-SDE grid of Song et al. 2021)."""
+    _check(steps, sigma_min, sigma_max)
+    if steps == 1:
+        return _append_zero(torch.tensor([sigma_max], dtype=torch.float64))
+    return _append_zero(torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), steps,
+                                                 dtype=torch.float64)))
+
+
+def vp_sigmas(alphas_cumprod: torch.Tensor, *, scale: float = 0.5) -> torch.Tensor:
+    """VE noise levels ``σ_t = scale · sqrt((1 − ᾱ_t) / ᾱ_t)`` of a VP model, ascending in t.
+
+    ``scale = 0.5`` converts a model trained on [−1, 1] data to invdiff's [0, 1] units.
+    """
+    a = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
+    return scale * torch.sqrt((1 - a) / a)
+
+
+def _vp_from_alphas(alphas_cumprod, steps, scale):
+    s = vp_sigmas(alphas_cumprod, scale=scale)
+    idx = torch.linspace(len(s) - 1, 0, steps, dtype=torch.float64).round().long()
+    return _append_zero(s[idx])
+
+
+def vp_linear(steps: int, *, beta_min: float = 1e-4, beta_max: float = 0.02, timesteps: int = 1000,
+              scale: float = 0.5) -> torch.Tensor:
+    """DDPM linear β schedule (Ho et al. 2020), ``steps`` evenly spaced timesteps, as VE sigmas."""
+    _check(steps, 1.0, 1.0)
+    betas = torch.linspace(beta_min, beta_max, timesteps, dtype=torch.float64)
+    return _vp_from_alphas(torch.cumprod(1 - betas, 0), steps, scale)
+
+
+def vp_cosine(steps: int, *, s: float = 0.008, timesteps: int = 1000, scale: float = 0.5) -> torch.Tensor:
+    """Cosine schedule (Nichol & Dhariwal 2021), β clipped at 0.999, as VE sigmas."""
+    _check(steps, 1.0, 1.0)
+    t = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
+    f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+    betas = (1 - f[1:] / f[:-1]).clamp(max=0.999)
+    return _vp_from_alphas(torch.cumprod(1 - betas, 0), steps, scale)
+
+
+SCHEDULES = {"karras": karras, "geometric": geometric, "vp_linear": vp_linear, "vp_cosine": vp_cosine}

@@ -1,0 +1,115 @@
+import shutil
+
+import pytest
+import torch
+
+from invdiff.cli import main as cli
+from invdiff.priors import load_checkpoint, load_prior
+from invdiff.priors.zoo import available_priors, sha256_file
+from invdiff.train import TrainConfig, train
+
+
+def tiny(tmp_path, **kw):
+    base = dict(data="phantoms", size=16, channels=1, steps=4, batch=2, base=8, n_phantoms=16,
+                warmup=2, out=str(tmp_path / "p.safetensors"), seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_train_writes_a_loadable_checkpoint(tmp_path):
+    path = train(tiny(tmp_path), progress=False)
+    prior = load_checkpoint(path)
+    assert prior.metadata["steps"] == "4" and prior.channels == 1
+    x = torch.rand(2, 1, 16, 16)
+    assert prior.denoise(x, 0.1).shape == x.shape
+
+
+def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
+    """A run stopped by --max-minutes and resumed ends with the same weights as an uninterrupted one."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(tiny(a, out=str(a / "p.safetensors"), steps=6), progress=False)
+    clock = iter(range(0, 10_000, 60))  # every call to the clock advances one minute
+    monkeypatch.setattr("invdiff.train.time.perf_counter", lambda: next(clock))
+    train(tiny(b, out=str(b / "p.safetensors"), steps=6, max_minutes=2.5), progress=False)
+    first = torch.load(b / "p.safetensors.ckpt.pt", weights_only=True)["step"]
+    assert 0 < first < 6
+    monkeypatch.undo()
+    train(tiny(b, out=str(b / "p.safetensors"), steps=6), resume=True, progress=False)
+    sa = torch.load(a / "p.safetensors.ckpt.pt", weights_only=True)
+    sb = torch.load(b / "p.safetensors.ckpt.pt", weights_only=True)
+    assert sb["step"] == 6
+    for k in sa["ema"]:
+        assert torch.equal(sa["ema"][k], sb["ema"][k]), k
+
+
+def test_short_training_learns_to_denoise(tmp_path):
+    """120 steps on 16 px phantoms: the EMA-free network must beat the identity at sigma = 0.2."""
+    cfg = tiny(tmp_path, steps=120, batch=8, lr=2e-3, ema_decay=0.0, n_phantoms=64)
+    prior = load_checkpoint(train(cfg, progress=False))
+    from invdiff.data import body_phantoms
+
+    x = body_phantoms(8, 16, "mixed", generator=torch.Generator().manual_seed(99))
+    y = x + 0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        err = (prior.denoise(y, 0.2) - x).pow(2).mean()
+    assert err < 0.5 * (y - x).pow(2).mean()
+
+
+def test_photos_and_folder_data(tmp_path):
+    train(tiny(tmp_path, data="photos", channels=3, steps=1, out=str(tmp_path / "q.safetensors")), progress=False)
+    from skimage import io as skio
+    import numpy as np
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    skio.imsave(folder / "a.png", (np.random.default_rng(0).random((40, 40)) * 255).astype(np.uint8),
+                check_contrast=False)
+    np.save(folder / "b.npy", np.random.default_rng(1).random((32, 32)).astype(np.float32))
+    train(tiny(tmp_path, data=f"folder:{folder}", steps=1, out=str(tmp_path / "r.safetensors")), progress=False)
+
+
+def test_cli_train_and_errors(tmp_path, capsys):
+    out = tmp_path / "c.safetensors"
+    assert cli(["train", "--steps", "1", "--batch", "2", "--size", "16", "--base", "8", "--no-progress",
+                "--out", str(out)]) == 0
+    assert "invdiff train" in load_checkpoint(out).metadata["command"]
+    assert cli(["train", "--steps", "0", "--out", str(out)]) == 2
+    assert cli(["train", "--data", "nowhere", "--steps", "1", "--out", str(out)]) == 2
+    assert cli(["train", "--data", "folder:/does/not/exist", "--steps", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("error:") == 3
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    return train(tiny(tmp_path, steps=1), progress=False)
+
+
+def test_checkpoint_hash_mismatch_names_file_and_hashes(ckpt, tmp_path):
+    good = sha256_file(ckpt)
+    bad = tmp_path / "bad.safetensors"
+    shutil.copy(ckpt, bad)
+    data = bytearray(bad.read_bytes())
+    data[-10] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ValueError) as err:
+        load_checkpoint(bad, sha256=good)
+    msg = str(err.value)
+    assert "bad.safetensors" in msg and good in msg and sha256_file(bad) in msg
+
+
+def test_truncated_missing_and_mismatched_checkpoints(ckpt, tmp_path):
+    trunc = tmp_path / "trunc.safetensors"
+    trunc.write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="trunc.safetensors"):
+        load_checkpoint(trunc)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        load_checkpoint(tmp_path / "nope.safetensors")
+    entry = {"channels": 3, "resolution": [16, 16], "sigma_min": 0.002, "sigma_max": 40.0}
+    with pytest.raises(ValueError, match="catalog entry does not match.*channels catalog=3 file=1"):
+        load_checkpoint(ckpt, entry=entry)
+
+
+def test_unknown_prior_lists_available():
+    with pytest.raises(ValueError, match="available: " + ", ".join(available_priors())):
+        load_prior("imagenet256")
