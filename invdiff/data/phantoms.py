@@ -54,11 +54,15 @@ def _grid(size):
     return torch.meshgrid(ys, xs, indexing="ij"), s
 
 
+def _rotated(yy, xx, cy, cx, theta):
+    """Coordinates ``(u, v)`` relative to ``(cy, cx)``, rotated by ``theta`` radians."""
+    c, s = math.cos(theta), math.sin(theta)
+    return (xx - cx) * c + (yy - cy) * s, -(xx - cx) * s + (yy - cy) * c
+
+
 def _ellipse(yy, xx, cy, cx, ay, ax, theta, edge):
     """Soft indicator of an ellipse; ``edge`` is the edge width in grid units (~1 pixel)."""
-    c, s = math.cos(theta), math.sin(theta)
-    u = (xx - cx) * c + (yy - cy) * s
-    v = -(xx - cx) * s + (yy - cy) * c
+    u, v = _rotated(yy, xx, cy, cx, theta)
     r = torch.sqrt((u / ax) ** 2 + (v / ay) ** 2)
     # signed distance approximation: (1 - r) * min axis
     return torch.sigmoid((1 - r) * min(ax, ay) / edge)
@@ -223,10 +227,7 @@ def shepp_logan(size=256) -> torch.Tensor:
     yy = -yy  # the table uses y pointing up
     img = torch.zeros(size, dtype=torch.float64)
     for value, a, b, x0, y0, deg in _SHEPP_LOGAN:
-        t = math.radians(deg)
-        c, s = math.cos(t), math.sin(t)
-        u = (xx - x0) * c + (yy - y0) * s
-        v = -(xx - x0) * s + (yy - y0) * c
+        u, v = _rotated(yy, xx, y0, x0, math.radians(deg))
         img = img + value * (((u / a) ** 2 + (v / b) ** 2) <= 1).to(img.dtype)
     return img.clamp(0, 1).to(torch.float32).unsqueeze(0)
 
@@ -250,9 +251,7 @@ def ellipsoid_volume(depth=32, size=64, *, n_ellipsoids: int = 10,
     edge = 1.0 / s
 
     def ellipsoid(cz, cy, cx, az, ay, ax, theta):
-        c, si = math.cos(theta), math.sin(theta)
-        u = (xx - cx) * c + (yy - cy) * si
-        v = -(xx - cx) * si + (yy - cy) * c
+        u, v = _rotated(yy, xx, cy, cx, theta)
         r = torch.sqrt((u / ax) ** 2 + (v / ay) ** 2 + ((zz - cz) / az) ** 2)
         return torch.sigmoid((1 - r) * min(ax, ay) / edge)
 

@@ -41,6 +41,22 @@ class ShapeChecked:
     img_shape: tuple[int, int, int]
     batch: int | None = None
 
+    def _to_inner(self, x: torch.Tensor) -> torch.Tensor:
+        """Map an invdiff image to the wrapped deepinv operator's input (identity by default)."""
+        return x
+
+    def _from_inner(self, x: torch.Tensor) -> torch.Tensor:
+        """Adjoint of :meth:`_to_inner` (identity by default)."""
+        return x
+
+    def A(self, x, **kwargs):
+        self._check_x(x)
+        return super().A(self._to_inner(x), **kwargs)
+
+    def A_adjoint(self, y, **kwargs):
+        self._check_y(y)
+        return self._from_inner(super().A_adjoint(y, **kwargs))
+
     def _describe(self) -> str:
         return f"{type(self).__name__}({', '.join(map(str, self.img_shape))})"
 

@@ -22,23 +22,11 @@ __all__ = ["gaussian_blur", "motion_blur", "kernel_blur", "gaussian_kernel", "li
 
 
 class _BlurFFT(ShapeChecked, deepinv.physics.BlurFFT):
-    def A(self, x, **kwargs):
-        self._check_x(x)
-        return super().A(x, **kwargs)
-
-    def A_adjoint(self, y, **kwargs):
-        self._check_y(y)
-        return super().A_adjoint(y, **kwargs)
+    """deepinv operator with invdiff shape checks."""
 
 
 class _BlurPadded(ShapeChecked, deepinv.physics.Blur):
-    def A(self, x, **kwargs):
-        self._check_x(x)
-        return super().A(x, **kwargs)
-
-    def A_adjoint(self, y, **kwargs):
-        self._check_y(y)
-        return super().A_adjoint(y, **kwargs)
+    """deepinv operator with invdiff shape checks."""
 
 
 def _check_kernel(kernel) -> torch.Tensor:

@@ -15,13 +15,7 @@ __all__ = ["mask_inpainting", "box_inpainting", "random_inpainting"]
 
 
 class _Inpainting(ShapeChecked, deepinv.physics.Inpainting):
-    def A(self, x, **kwargs):
-        self._check_x(x)
-        return super().A(x, **kwargs)
-
-    def A_adjoint(self, y, **kwargs):
-        self._check_y(y)
-        return super().A_adjoint(y, **kwargs)
+    """deepinv operator with invdiff shape checks."""
 
 
 def mask_inpainting(img_size, mask) -> deepinv.physics.Inpainting:

@@ -102,17 +102,11 @@ def coil_sensitivities(n_coils: int, img_size, *, width: float = 0.7) -> torch.T
 class _RealInputMixin(ShapeChecked):
     real_input: bool = True
 
-    def _embed(self, x):
+    def _to_inner(self, x):
         return torch.cat([x, torch.zeros_like(x)], dim=1) if self.real_input else x
 
-    def A(self, x, **kwargs):
-        self._check_x(x)
-        return super().A(self._embed(x), **kwargs)
-
-    def A_adjoint(self, y, **kwargs):
-        self._check_y(y)
-        out = super().A_adjoint(y, **kwargs)
-        return out[:, :1] if self.real_input else out
+    def _from_inner(self, x):
+        return x[:, :1] if self.real_input else x
 
     def A_dagger(self, y, **kwargs):
         """Zero-filled reconstruction ``Aᵀ y`` (exact pseudo-inverse for single-coil complex images;
