@@ -32,6 +32,8 @@ def _add_train(sub):
     p.add_argument("--ckpt-minutes", type=float, default=5.0, help="minutes between checkpoints")
     p.add_argument("--max-minutes", type=float, default=0.0,
                    help="stop (after saving) when this many minutes have passed in this run; 0: no limit")
+    p.add_argument("--init", default="", help="initialise the network from this invdiff .safetensors "
+                   "checkpoint (fine-tuning; its path and sha256 are recorded in the output's metadata)")
     p.add_argument("--resume", action="store_true", help="resume from OUT.ckpt.pt if it exists")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--out", required=True, help="output .safetensors file (EMA weights + metadata)")
@@ -45,7 +47,7 @@ def _cmd_train(args, argv):
         raise CLIError(f"--steps must be >= 1, got {args.steps}")
     cfg = TrainConfig(data=args.data, size=args.size, channels=args.channels, steps=args.steps,
                       batch=args.batch, lr=args.lr, base=args.base, seed=args.seed,
-                      threads=args.threads, ckpt_minutes=args.ckpt_minutes,
+                      threads=args.threads, ckpt_minutes=args.ckpt_minutes, init=args.init,
                       max_minutes=args.max_minutes, out=args.out,
                       command="invdiff " + " ".join(shlex.quote(a) for a in argv if a != "--resume"))
     path = train(cfg, resume=args.resume, progress=not args.no_progress)

@@ -30,9 +30,12 @@ from .priors.unet import EDMPrior, UNet, UNetConfig
 __all__ = ["TrainConfig", "train", "make_sampler", "export_safetensors"]
 
 # Photographs scikit-image ships that are used for training photo64; the rest are held out.
-PHOTO_TRAIN = ("astronaut", "coffee", "hubble_deep_field", "immunohistochemistry", "retina",
-               "moon", "brick", "grass", "gravel", "coins", "clock", "cell", "page", "text")
-PHOTO_HELD_OUT = ("chelsea", "rocket", "camera", "colorwheel")
+# Stage 1 of photo64 (see its model card) used PHOTO_TRAIN_STAGE1.
+PHOTO_TRAIN = ("astronaut", "coffee", "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel",
+               "camera", "moon", "brick", "grass", "gravel", "coins", "clock", "cell", "page", "text")
+PHOTO_HELD_OUT = ("chelsea", "rocket")
+PHOTO_TRAIN_STAGE1 = ("astronaut", "coffee", "hubble_deep_field", "immunohistochemistry", "retina",
+                      "moon", "brick", "grass", "gravel", "coins", "clock", "cell", "page", "text")
 
 
 @dataclass
@@ -62,6 +65,7 @@ class TrainConfig:
     ckpt_minutes: float = 5.0
     max_minutes: float = 0.0        # 0: no limit; otherwise stop (and save) after this long
     out: str = "prior.safetensors"
+    init: str = ""                  # optional: start from the weights of an earlier checkpoint
     command: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -113,6 +117,8 @@ def _pyramid_sampler(images, cfg: TrainConfig, generator: torch.Generator, scale
             crop = lv[:, i:i + cfg.size, j:j + cfg.size]
             if torch.rand(1, generator=generator) < 0.5:
                 crop = crop.flip(-1)
+            if crop.shape[0] == 3 and torch.rand(1, generator=generator) < 0.5:
+                crop = crop[torch.randperm(3, generator=generator)]  # colour augmentation
             out.append(crop)
         return torch.stack(out)
 
@@ -151,7 +157,15 @@ def _metadata(cfg: TrainConfig, step: int, seconds: float) -> dict:
         "train_seconds": f"{seconds:.0f}",
         "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU thread(s)",
         "command": cfg.command,
+        "init": cfg.init,
+        "init_sha256": _sha256(cfg.init) if cfg.init else "",
     }
+
+
+def _sha256(path) -> str:
+    from .priors.zoo import sha256_file
+
+    return sha256_file(path)
 
 
 def export_safetensors(prior: EDMPrior, path, metadata: dict) -> None:
@@ -190,6 +204,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
     generator = torch.Generator().manual_seed(cfg.seed)
     net = UNet(cfg.unet_config())
     ema = UNet(cfg.unet_config())
+    if cfg.init:
+        from .priors.zoo import load_checkpoint
+
+        start = load_checkpoint(cfg.init)
+        if start.net.config != cfg.unet_config():
+            raise ValueError(f"--init {cfg.init!r} has architecture {start.net.config}, not {cfg.unet_config()}")
+        net.load_state_dict(start.net.state_dict())
     ema.load_state_dict(net.state_dict())
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

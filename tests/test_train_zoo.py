@@ -113,3 +113,17 @@ def test_truncated_missing_and_mismatched_checkpoints(ckpt, tmp_path):
 def test_unknown_prior_lists_available():
     with pytest.raises(ValueError, match="available: " + ", ".join(available_priors())):
         load_prior("imagenet256")
+
+
+def test_init_from_checkpoint_records_provenance(ckpt, tmp_path):
+    from invdiff.priors.zoo import sha256_file as sha
+
+    out = train(tiny(tmp_path, steps=1, init=str(ckpt), out=str(tmp_path / "ft.safetensors"), lr=0.0),
+                progress=False)
+    meta = load_checkpoint(out).metadata
+    assert meta["init"] == str(ckpt) and meta["init_sha256"] == sha(ckpt)
+    a, b = load_checkpoint(ckpt).net.state_dict(), load_checkpoint(out).net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # lr = 0: the weights are the initial ones
+    with pytest.raises(ValueError, match="architecture"):
+        train(tiny(tmp_path, steps=1, init=str(ckpt), base=16, out=str(tmp_path / "x.safetensors")),
+              progress=False)
