@@ -7,7 +7,9 @@ The five nouns: **operator** (:mod:`invdiff.operators`), **prior** (:mod:`invdif
 from .metrics import nrmse, psnr, ssim
 from .operators import OPERATORS, make_operator
 from .problem import Problem
+from .result import Result
+from .solve import solve
 
 __version__ = "0.1.0"
 
-__all__ = ["Problem", "OPERATORS", "make_operator", "psnr", "ssim", "nrmse", "__version__"]
+__all__ = ["Problem", "Result", "solve", "OPERATORS", "make_operator", "psnr", "ssim", "nrmse", "__version__"]

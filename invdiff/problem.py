@@ -8,7 +8,28 @@ from dataclasses import dataclass
 import deepinv
 import torch
 
-__all__ = ["Problem", "check_finite", "check_sigma_y"]
+__all__ = ["Problem", "NoMeasurement", "check_finite", "check_sigma_y"]
+
+
+class NoMeasurement(deepinv.physics.LinearPhysics):
+    """The empty operator ``A x = ()`` (``m = 0``): a problem with no measurement.
+
+    Solving it samples the prior, through the same loop and solvers as posterior sampling.
+    """
+
+    def __init__(self, img_shape):
+        super().__init__()
+        self.img_shape = tuple(img_shape)
+        self.meas_shape = (0,)
+
+    def A(self, x, **kwargs):
+        return x.new_zeros((x.shape[0], 0))
+
+    def A_adjoint(self, y, **kwargs):
+        return y.new_zeros((y.shape[0],) + self.img_shape)
+
+    def A_dagger(self, y, **kwargs):
+        return self.A_adjoint(y)
 
 
 def check_finite(t: torch.Tensor, name: str) -> torch.Tensor:
@@ -83,6 +104,11 @@ class Problem:
         noise = torch.randn(y_clean.shape, generator=generator, dtype=y_clean.dtype,
                             device="cpu" if generator is None else generator.device).to(y_clean.device)
         return cls(physics=physics, y=y_clean + s * noise, sigma_y=s, x_true=x.clone())
+
+    @classmethod
+    def unconditional(cls, img_shape, batch: int = 1, *, dtype=torch.float32) -> "Problem":
+        """A problem with no measurement (:class:`NoMeasurement`): solving it samples the prior."""
+        return cls(physics=NoMeasurement(img_shape), y=torch.zeros((batch, 0), dtype=dtype), sigma_y=0.0)
 
     @property
     def img_shape(self) -> tuple:

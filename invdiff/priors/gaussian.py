@@ -181,7 +181,7 @@ class GaussianMixturePrior(Prior):
         self.register_buffer("eigvals", lam.clamp_min(0))
         self.register_buffer("eigvecs", U)
         self.img_shape = self.event_shape
-        self.sigma_min, self.sigma_max = 1e-4, 1e3
+        self.sigma_min, self.sigma_max = 2e-3, 80.0
 
     @property
     def weights(self) -> torch.Tensor:
@@ -279,7 +279,7 @@ class GaussianPrior(GaussianMixturePrior):
             self.register_buffer("diag_mean", mean.clone())
             self.register_buffer("diag_var", cov.clone())
             self._diag = True
-            self.sigma_min, self.sigma_max = 1e-4, 1e3
+            self.sigma_min, self.sigma_max = 2e-3, 80.0
             return
         if tuple(cov.shape) == tuple(mean.shape) and cov.shape != (d, d):
             cov = cov[None]  # per-pixel variances of the single component

@@ -1,5 +1,21 @@
-"""Solvers: classical baselines now; diffusion posterior solvers join the SOLVERS registry."""
+"""Solvers: posterior and unconditional samplers on one loop (:func:`invdiff.solve`), and baselines.
+
+``SOLVERS`` maps a name to a solver class (a frozen dataclass of hyperparameters); the
+contract tests iterate it. ``BASELINES`` holds the classical reconstructions.
+"""
 
 from .baselines import BASELINES, cgls, fbp, tikhonov, tune_weight, tv, wiener, zero_filled
+from .base import Solver, State
+from .ddim import DDIM
+from .dpmpp import DPMSolverPP2M
+from .heun import Heun
 
-__all__ = ["BASELINES", "fbp", "zero_filled", "cgls", "tikhonov", "wiener", "tv", "tune_weight"]
+SOLVERS = {
+    "ddim": DDIM,
+    "euler": DDIM,  # DDIM(eta=0) is exactly Euler on the VE probability-flow ODE
+    "heun": Heun,
+    "dpmpp2m": DPMSolverPP2M,
+}
+
+__all__ = ["SOLVERS", "Solver", "State", "DDIM", "Heun", "DPMSolverPP2M", "BASELINES", "fbp", "zero_filled",
+           "cgls", "tikhonov", "wiener", "tv", "tune_weight"]

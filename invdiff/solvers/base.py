@@ -1,0 +1,80 @@
+"""The solver protocol: ``init → step … step → finalize``, driven by :func:`invdiff.solve`.
+
+A concrete solver is a frozen dataclass of hyperparameters (no mutable state); everything that
+changes during a solve lives in its :class:`State`. ``step`` returns a new state and a
+:data:`StepInfo` dict of scalars or per-image tensors to record (``loss``, ``ess``, …).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Solver", "State", "StepInfo", "CountingPrior"]
+
+StepInfo = dict
+
+
+@dataclass
+class State:
+    """Iterate ``x`` (batch ``num_samples · B``) and the latest denoised estimate ``x0``."""
+
+    x: torch.Tensor
+    x0: torch.Tensor | None = None
+
+
+class Solver:
+    """Base class; subclasses are frozen dataclasses implementing :meth:`init` and :meth:`step`."""
+
+    #: whether the solver draws samples (``Result.samples``) or returns a point estimate
+    samples: bool = True
+
+    def default_sigmas(self, prior, steps: int) -> torch.Tensor:
+        """Noise levels (``steps + 1`` values ending in 0) when ``solve`` is given none."""
+        from ..schedules import karras
+
+        return karras(steps, prior.sigma_min, prior.sigma_max)
+
+    def init(self, problem, prior, x_T: torch.Tensor, generator) -> State:
+        return State(x=x_T)
+
+    def step(self, state: State, sigma: float, sigma_next: float, problem, prior, generator):
+        raise NotImplementedError
+
+    def finalize(self, state: State) -> torch.Tensor:
+        return state.x
+
+
+class CountingPrior:
+    """Proxy counting ``denoise`` calls (NFE) and calls on inputs that require grad (VJP).
+
+    A call whose input requires grad is counted as one VJP: every solver in invdiff
+    back-propagates through such a call exactly once.
+    """
+
+    def __init__(self, prior):
+        self._prior = prior
+        self.nfe = 0
+        self.vjp = 0
+        self.network_seconds = 0.0
+
+    def denoise(self, x, sigma):
+        import time
+
+        self.nfe += 1
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.vjp += 1
+        t = time.perf_counter()
+        out = self._prior.denoise(x, sigma)
+        self.network_seconds += time.perf_counter() - t
+        return out
+
+    def score(self, x, sigma):
+        from ..priors.prior import as_sigma
+
+        s = as_sigma(sigma, x, owner=type(self._prior).__name__)
+        return (self.denoise(x, s) - x) / s**2
+
+    def __getattr__(self, name):
+        return getattr(self._prior, name)
