@@ -75,8 +75,9 @@ def solve(problem: Problem, prior, solver, *, steps: int = 100, sigmas=None, num
         Show a tqdm progress bar.
     record : tuple of str
         Per-step quantities to keep in ``Result.trace``: ``"residual"``
-        (``‖y − A x̂0‖ / sqrt(m)`` per image) and any key the solver reports (``"loss"``,
-        ``"ess"``, …).
+        (``‖y − A x̂0‖ / sqrt(m)`` per iterate) and any key the solver reports (``"loss"``,
+        ``"ess"``, …). Each entry is ``(steps, num_samples · B)``, sample-major (column
+        ``s · B + b`` is sample ``s`` of problem ``b``).
     callback : callable, optional
         ``callback(i, sigma, state)`` after each step.
     """

@@ -8,14 +8,16 @@ from .baselines import BASELINES, cgls, fbp, tikhonov, tune_weight, tv, wiener, 
 from .base import Solver, State
 from .ddim import DDIM
 from .dpmpp import DPMSolverPP2M
+from .dps import DPS
 from .heun import Heun
 
 SOLVERS = {
+    "dps": DPS,
     "ddim": DDIM,
     "euler": DDIM,  # DDIM(eta=0) is exactly Euler on the VE probability-flow ODE
     "heun": Heun,
     "dpmpp2m": DPMSolverPP2M,
 }
 
-__all__ = ["SOLVERS", "Solver", "State", "DDIM", "Heun", "DPMSolverPP2M", "BASELINES", "fbp", "zero_filled",
+__all__ = ["SOLVERS", "Solver", "State", "DPS", "DDIM", "Heun", "DPMSolverPP2M", "BASELINES", "fbp", "zero_filled",
            "cgls", "tikhonov", "wiener", "tv", "tune_weight"]
