@@ -173,3 +173,44 @@ def test_load_state_dict_file_safe(tmp_path):
         load_state_dict_file(tmp_path / "evil.pt")
     with pytest.raises(FileNotFoundError):
         load_state_dict_file(tmp_path / "missing.pt")
+
+
+def _diffunet():
+    import deepinv
+
+    torch.manual_seed(0)
+    return deepinv.models.DiffUNet(in_channels=3, out_channels=3, pretrained=None).eval()
+
+
+def test_deepinv_diffunet_adapter_agrees_with_deepinv_denoiser():
+    """Our VP adapter around DiffUNet's eps output equals deepinv's own forward_denoise at
+    noise levels on the training grid (where both pick the same timestep)."""
+    from invdiff.priors import from_deepinv_diffunet
+
+    net = _diffunet()
+    prior = from_deepinv_diffunet(net=net, timestep="nearest")
+    abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=D64), 0)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for t in (100, 600):
+        sigma = float(0.5 * ((1 - abar[t]) / abar[t]).sqrt())
+        with torch.no_grad():
+            ours = prior.denoise(x, sigma)
+            theirs = net(x, torch.full((2,), sigma), type_t="noise_level")
+        # deepinv's forward_denoise returns [0, 1] images clamped to the data range; ours does not clamp
+        assert torch.allclose(ours.clamp(0, 1), theirs, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_deepinv_diffunet_from_local_safetensors(tmp_path):
+    from safetensors.torch import save_file
+
+    from invdiff.priors import from_deepinv_diffunet
+
+    net = _diffunet()
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp_path / "diffunet.safetensors")
+    prior = from_deepinv_diffunet(tmp_path / "diffunet.safetensors")
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(prior.denoise(x, 0.1), from_deepinv_diffunet(net=net).denoise(x, 0.1))
+    with pytest.raises(ValueError, match="DiffUNet weights"):
+        from_deepinv_diffunet(tmp_path / "diffunet.safetensors", large_model=True)

@@ -1,11 +1,12 @@
 """Priors: the :class:`Prior` interface, exact Gaussian priors, adapters and shipped checkpoints."""
 
-from .adapters import DenoiserPrior, PriorDenoiser, VPPrior, from_diffusers, load_state_dict_file, to_deepinv
+from .adapters import (DenoiserPrior, PriorDenoiser, VPPrior, from_deepinv_diffunet, from_diffusers,
+                       load_state_dict_file, to_deepinv)
 from .gaussian import Gaussian, GaussianMixture, GaussianMixturePrior, GaussianPrior
 from .prior import Prior
 from .unet import EDMPrior, UNet, UNetConfig
 from .zoo import available_priors, load_checkpoint, load_prior
 
 __all__ = ["Prior", "GaussianPrior", "GaussianMixturePrior", "Gaussian", "GaussianMixture", "VPPrior",
-           "DenoiserPrior", "from_diffusers", "PriorDenoiser", "to_deepinv", "load_state_dict_file",
+           "DenoiserPrior", "from_diffusers", "from_deepinv_diffunet", "PriorDenoiser", "to_deepinv", "load_state_dict_file",
            "EDMPrior", "UNet", "UNetConfig", "load_prior", "load_checkpoint", "available_priors"]

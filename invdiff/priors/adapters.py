@@ -25,8 +25,8 @@ import torch
 
 from .prior import Prior
 
-__all__ = ["VPPrior", "DenoiserPrior", "from_diffusers", "PriorDenoiser", "to_deepinv",
-           "load_state_dict_file"]
+__all__ = ["VPPrior", "DenoiserPrior", "from_diffusers", "from_deepinv_diffunet", "PriorDenoiser",
+           "to_deepinv", "load_state_dict_file", "ddpm_linear_alphas_cumprod"]
 
 _PREDICTIONS = ("eps", "v", "x0")
 
@@ -157,6 +157,37 @@ def from_diffusers(unet, scheduler=None, *, alphas_cumprod=None, prediction: str
         img_shape = (channels,) + hw
     return VPPrior(unet, alphas_cumprod, prediction=prediction, data_range=(-1.0, 1.0),
                    timestep=timestep, channels=channels, img_shape=img_shape)
+
+
+def ddpm_linear_alphas_cumprod(timesteps: int = 1000, beta_min: float = 1e-4, beta_max: float = 0.02):
+    """``ᾱ_t`` of the DDPM linear β schedule (Ho et al. 2020), used by guided-diffusion / DPS checkpoints."""
+    return torch.cumprod(1 - torch.linspace(beta_min, beta_max, timesteps, dtype=torch.float64), 0)
+
+
+def from_deepinv_diffunet(path=None, *, net=None, in_channels: int = 3, large_model: bool = False,
+                          timestep: str = "continuous") -> VPPrior:
+    """deepinv's ``DiffUNet`` (guided-diffusion eps-network, DDPM linear schedule) as a :class:`Prior`.
+
+    Give either ``path`` to a local weights file (``.safetensors``, or a torch file read with
+    ``weights_only=True`` — deepinv's own ``pretrained=PATH`` unpickles it) or an existing
+    ``net``. The network predicts ε (and a variance, ignored) on [−1, 1] images.
+    """
+    if net is None:
+        if path is None:
+            raise ValueError("give the path of the DiffUNet weights or the network itself")
+        state = load_state_dict_file(path)
+        net = deepinv.models.DiffUNet(in_channels=in_channels, out_channels=in_channels,
+                                      large_model=large_model, pretrained=None)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(f"{str(path)!r} does not hold DiffUNet weights (in_channels={in_channels}, "
+                             f"large_model={large_model}): {err}") from err
+    net.eval().requires_grad_(False)
+    prior = VPPrior(lambda x, t: net.forward_diffusion(x, t), ddpm_linear_alphas_cumprod(), prediction="eps",
+                    data_range=(-1.0, 1.0), timestep=timestep, channels=in_channels)
+    prior.net = net  # registers the network as a submodule (device moves, state dict)
+    return prior
 
 
 class PriorDenoiser(deepinv.models.Denoiser):
