@@ -57,12 +57,12 @@ def photo_crops(names, n, size, generator):
     return torch.stack(out).clamp(0, 1)
 
 
-def datasets(name, n_test, n_tune):
+def datasets(name, n_test, n_tune, size=64):
     if name.startswith("phantom"):
-        return (body_phantoms(n_test, 64, "mixed", generator=torch.Generator().manual_seed(777)),
-                body_phantoms(n_tune, 64, "mixed", generator=torch.Generator().manual_seed(555)))
-    return (photo_crops(PHOTO_HELD_OUT, n_test, 64, torch.Generator().manual_seed(777)),
-            photo_crops(PHOTO_TRAIN, n_tune, 64, torch.Generator().manual_seed(555)))
+        return (body_phantoms(n_test, size, "mixed", generator=torch.Generator().manual_seed(777)),
+                body_phantoms(n_tune, size, "mixed", generator=torch.Generator().manual_seed(555)))
+    return (photo_crops(PHOTO_HELD_OUT, n_test, size, torch.Generator().manual_seed(777)),
+            photo_crops(PHOTO_TRAIN, n_tune, size, torch.Generator().manual_seed(555)))
 
 
 def _np(x):
@@ -102,11 +102,11 @@ def evaluate(prior, x_test, x_tune, sigmas, seed=0):
     return rows
 
 
-def render(name, rows, n_test, n_tune, ood, command):
+def render(name, rows, n_test, n_tune, ood, command, size=64):
     f = lambda t: f"{float(t.mean()):.2f} ± {float(t.std()):.2f}"  # noqa: E731
     lines = [f"Command: `{command}`", "",
-             f"Denoising PSNR (dB, mean ± std over {n_test} held-out images; baselines tuned per sigma on "
-             f"{n_tune} separate images).", "",
+             f"Denoising PSNR (dB, mean ± std over {n_test} held-out images of {size} px; baselines tuned per "
+             f"sigma on {n_tune} separate images).", "",
              "| sigma | noisy | TV (tuned) | Gaussian filter (tuned) | " + name + " | gain over TV |",
              "|---|---|---|---|---|---|"]
     for r in rows:
@@ -128,6 +128,8 @@ def main(argv=None):
     p.add_argument("--prior", required=True, help="shipped prior name, or a .safetensors path")
     p.add_argument("--n-test", type=int, default=32)
     p.add_argument("--n-tune", type=int, default=8)
+    p.add_argument("--size", type=int, default=64, help="image size (the priors were trained at 64)")
+    p.add_argument("--sigmas", type=float, nargs="+", default=list(SIGMAS))
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -136,10 +138,10 @@ def main(argv=None):
         name = "phantom64" if prior.channels == 1 else "photo64"
     else:
         prior, name = load_prior(args.prior), args.prior
-    x_test, x_tune = datasets(name, args.n_test, args.n_tune)
-    rows = evaluate(prior, x_test, x_tune, SIGMAS)
+    x_test, x_tune = datasets(name, args.n_test, args.n_tune, args.size)
+    rows = evaluate(prior, x_test, x_tune, args.sigmas)
     ood = None
-    if name.startswith("phantom"):
+    if name.startswith("phantom") and args.size == 64:
         ct = resize(dicom_sample("CT_small.dcm", window=(40.0, 400.0)), 64)[None]
         ood = []
         g = torch.Generator().manual_seed(1)
@@ -152,7 +154,7 @@ def main(argv=None):
                             tv=psnr(tv_denoise(y, r["w_tv"]).float(), ct)[0],
                             gauss=psnr(gauss_denoise(y, r["w_g"]).float(), ct)[0]))
     command = "python benchmarks/prior_eval.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = render(name, rows, args.n_test, args.n_tune, ood, command.strip())
+    text = render(name, rows, args.n_test, args.n_tune, ood, command.strip(), args.size)
     print(text)
     if args.out:
         with open(args.out, "w") as fh:

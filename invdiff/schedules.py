@@ -9,7 +9,7 @@ import math
 
 import torch
 
-__all__ = ["karras", "geometric", "vp_linear", "vp_cosine", "vp_sigmas", "SCHEDULES"]
+__all__ = ["karras", "geometric", "vp_linear", "vp_cosine", "vp_sigmas", "ddpm_sigmas", "SCHEDULES"]
 
 
 def _check(steps, sigma_min, sigma_max):
@@ -72,6 +72,17 @@ def vp_cosine(steps: int, *, s: float = 0.008, timesteps: int = 1000, scale: flo
     f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
     betas = (1 - f[1:] / f[:-1]).clamp(max=0.999)
     return _vp_from_alphas(torch.cumprod(1 - betas, 0), steps, scale)
+
+
+def ddpm_sigmas(steps: int, sigma_min: float, sigma_max: float, *, timesteps: int = 1000) -> torch.Tensor:
+    """``steps`` evenly spaced timesteps of the DDPM linear-β schedule (the grid of DPS and RED-Diff),
+    keeping only the noise levels a prior covers (``<= sigma_max``, clamped below at ``sigma_min``), then 0."""
+    _check(steps, sigma_min, sigma_max)
+    betas = torch.linspace(1e-4, 0.02, timesteps, dtype=torch.float64)
+    s = vp_sigmas(torch.cumprod(1 - betas, 0))
+    s = s[s <= sigma_max]
+    idx = torch.linspace(len(s) - 1, 0, steps, dtype=torch.float64).round().long()
+    return _append_zero(s[idx].clamp_min(sigma_min))
 
 
 SCHEDULES = {"karras": karras, "geometric": geometric, "vp_linear": vp_linear, "vp_cosine": vp_cosine}

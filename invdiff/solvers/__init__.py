@@ -10,14 +10,16 @@ from .ddim import DDIM
 from .dpmpp import DPMSolverPP2M
 from .dps import DPS
 from .heun import Heun
+from .reddiff import REDDiff
 
 SOLVERS = {
     "dps": DPS,
+    "reddiff": REDDiff,
     "ddim": DDIM,
     "euler": DDIM,  # DDIM(eta=0) is exactly Euler on the VE probability-flow ODE
     "heun": Heun,
     "dpmpp2m": DPMSolverPP2M,
 }
 
-__all__ = ["SOLVERS", "Solver", "State", "DPS", "DDIM", "Heun", "DPMSolverPP2M", "BASELINES", "fbp", "zero_filled",
+__all__ = ["SOLVERS", "Solver", "State", "DPS", "REDDiff", "DDIM", "Heun", "DPMSolverPP2M", "BASELINES", "fbp", "zero_filled",
            "cgls", "tikhonov", "wiener", "tv", "tune_weight"]

@@ -77,13 +77,9 @@ class DPS(Solver):
         return cls(zeta=DPS_PRESETS[operator], **overrides)
 
     def default_sigmas(self, prior, steps):
-        from ..schedules import vp_sigmas
+        from ..schedules import ddpm_sigmas
 
-        betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
-        s = vp_sigmas(torch.cumprod(1 - betas, 0))
-        s = s[s <= prior.sigma_max]
-        idx = torch.linspace(len(s) - 1, 0, steps, dtype=torch.float64).round().long()
-        return torch.cat([s[idx].clamp_min(prior.sigma_min), s.new_zeros(1)])
+        return ddpm_sigmas(steps, prior.sigma_min, prior.sigma_max)
 
     def step(self, state, sigma, sigma_next, problem, prior, generator):
         guided = problem.y.flatten(1).shape[1] > 0  # no measurement: plain ancestral sampling
