@@ -110,7 +110,10 @@ def solve(problem: Problem, prior, solver, *, steps: int = 100, sigmas=None, num
                                  f"try a smaller step size or more steps")
         if "residual" in trace and state.x0 is not None and y.shape[-1] != 0:
             with torch.no_grad():
-                r = (batch_problem.physics.A(state.x0.detach()) - batch_problem.y).flatten(1)
+                x0 = state.x0.detach()
+                reps = x0.shape[0] // batch_problem.y.shape[0]  # SMC: K particles per problem
+                y_rep = batch_problem.y.repeat((reps,) + (1,) * (y.ndim - 1))
+                r = (batch_problem.physics.A(x0) - y_rep).flatten(1)
             trace["residual"].append(r.norm(dim=1) / r.shape[1] ** 0.5)
         for k, v in info.items():
             if k in trace:
@@ -122,10 +125,11 @@ def solve(problem: Problem, prior, solver, *, steps: int = 100, sigmas=None, num
     out = solver.finalize(state).detach()
     seconds = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(y.device) / 2**20 if y.is_cuda else _peak_rss_mb() - rss0
-    if out.ndim == len(img_shape) + 1:  # (S·B, C, H, W) → (S, B, C, H, W)
-        out = out.reshape((num_samples, B) + img_shape)
+    if out.ndim == len(img_shape) + 1:  # (S·B, C, H, W) → (S, B, C, H, W); SMC returns K·S draws
+        out = out.reshape((-1, B) + img_shape)
     samples = out if solver.samples else None
-    x_hat = out.mean(0)
+    point = getattr(solver, "point_estimate", None)  # e.g. SMC's weighted particle mean
+    x_hat = point(state).detach().reshape((-1, B) + img_shape).mean(0) if point else out.mean(0)
     std = out.std(0) if (solver.samples and out.shape[0] > 1) else None
     result = Result(x_hat=x_hat, samples=samples, std=std,
                     trace={k: torch.stack([torch.as_tensor(v) for v in vs]) for k, vs in trace.items() if vs},

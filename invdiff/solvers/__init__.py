@@ -11,15 +11,17 @@ from .dpmpp import DPMSolverPP2M
 from .dps import DPS
 from .heun import Heun
 from .reddiff import REDDiff
+from .smc import SMC
 
 SOLVERS = {
     "dps": DPS,
     "reddiff": REDDiff,
+    "smc": SMC,
     "ddim": DDIM,
     "euler": DDIM,  # DDIM(eta=0) is exactly Euler on the VE probability-flow ODE
     "heun": Heun,
     "dpmpp2m": DPMSolverPP2M,
 }
 
-__all__ = ["SOLVERS", "Solver", "State", "DPS", "REDDiff", "DDIM", "Heun", "DPMSolverPP2M", "BASELINES", "fbp", "zero_filled",
+__all__ = ["SOLVERS", "Solver", "State", "DPS", "REDDiff", "SMC", "DDIM", "Heun", "DPMSolverPP2M", "BASELINES", "fbp", "zero_filled",
            "cgls", "tikhonov", "wiener", "tv", "tune_weight"]

@@ -1,0 +1,136 @@
+import deepinv
+import pytest
+import torch
+
+from invdiff import Problem, solve
+from invdiff.priors import GaussianPrior
+from invdiff.solvers import SOLVERS
+from invdiff.solvers._resampling import ess, multinomial, stratified, systematic
+from invdiff.solvers.smc import SMC
+
+D64 = torch.float64
+
+
+class Dense(deepinv.physics.LinearPhysics):
+    """A dense matrix on (1, 1, d) vectors."""
+
+    def __init__(self, M):
+        super().__init__()
+        self.M = M
+        self.img_shape = (1, 1, M.shape[1])
+
+    def A(self, x, **kw):
+        return x.reshape(x.shape[0], -1) @ self.M.T
+
+    def A_adjoint(self, y, **kw):
+        return (y @ self.M).reshape((y.shape[0],) + self.img_shape)
+
+
+@pytest.fixture(scope="module")
+def gaussian_problem():
+    g = torch.Generator().manual_seed(0)
+    d = 16
+    L = torch.randn(d, d, generator=g, dtype=D64) * 0.05
+    prior = GaussianPrior(torch.full((1, 1, d), 0.5, dtype=D64), L @ L.T + 0.01 * torch.eye(d, dtype=D64))
+    A = torch.randn(4, d, generator=g, dtype=D64) / d**0.5
+    x = prior.sample(2, generator=g)
+    pb = Problem.simulate(x, Dense(A), 0.05, generator=g)
+    return prior, pb, prior.posterior(A, pb.y, 0.05)
+
+
+def _errors(res, post):
+    mean_err = float((res.x_hat - post.mean).norm() / post.mean.norm())
+    var_err = float(((res.samples.var(0) - post.var).abs() / post.var).mean())
+    return mean_err, var_err
+
+
+@pytest.mark.parametrize("twist", [True, False])
+def test_smc_matches_the_exact_gaussian_posterior(gaussian_problem, twist):
+    """1024 particles: weighted mean within 5 % of the exact posterior mean, variance within 15 %."""
+    prior, pb, post = gaussian_problem
+    res = solve(pb, prior, SMC(particles=1024, twist=twist), steps=400, generator=torch.Generator().manual_seed(1),
+                progress=False, record=("ess",))
+    mean_err, var_err = _errors(res, post)
+    assert mean_err < 0.05 and var_err < 0.15, (mean_err, var_err)
+    assert res.samples.shape == (1024, 2, 1, 1, 16)
+    assert res.nfe == 400 and res.vjp == (400 if twist else 0)
+    assert res.trace["ess"].shape == (400, 2)
+
+
+def test_smc_error_falls_with_particles(gaussian_problem):
+    prior, pb, post = gaussian_problem
+    errs = []
+    for k in (16, 1024):
+        runs = [_errors(solve(pb, prior, SMC(particles=k), steps=100, generator=torch.Generator().manual_seed(s),
+                              progress=False), post)[0] for s in range(3)]
+        errs.append(sum(runs) / len(runs))
+    assert errs[1] < 0.5 * errs[0], errs
+
+
+def test_smc_one_dimensional_posterior_is_tight():
+    prior = GaussianPrior(torch.full((1, 1, 1), 0.5, dtype=D64), torch.tensor([[0.09]], dtype=D64))
+    pb = Problem(Dense(torch.ones(1, 1, dtype=D64)), torch.tensor([[0.9]], dtype=D64), 0.3)
+    post = prior.posterior(torch.ones(1, 1, dtype=D64), pb.y, 0.3)  # mean 0.7, var 0.045
+    res = solve(pb, prior, SMC(particles=4096), steps=400, generator=torch.Generator().manual_seed(0), progress=False)
+    assert abs(float(res.x_hat) - float(post.mean)) < 0.01
+    assert abs(float(res.samples.var()) / float(post.var) - 1) < 0.08
+
+
+def _one_d():
+    prior = GaussianPrior(torch.full((1, 1, 1), 0.5, dtype=D64), torch.tensor([[0.09]], dtype=D64))
+    return prior, Problem(Dense(torch.ones(1, 1, dtype=D64)), torch.tensor([[0.9]], dtype=D64), 0.3)
+
+
+def test_potentials_cancel_without_resampling():
+    """Without resampling the final correction divides every potential out exactly: all four give
+    the same estimate to rounding error (a missing or wrong correction breaks this)."""
+    prior, pb = _one_d()
+    out = [solve(pb, prior, SMC(particles=512, potential=p, twist=False, ess_threshold=0.0), steps=30,
+                 generator=torch.Generator().manual_seed(0), progress=False).x_hat for p in
+           ("difference", "max", "sum", "current")]
+    assert all(torch.allclose(o, out[0], atol=1e-10) for o in out[1:])
+
+
+@pytest.mark.parametrize("potential", ["max", "current"])
+def test_potentials_with_resampling_share_the_target(potential):
+    """Resampling at every step: max and current potentials estimate the same (chain) posterior as
+    difference. ('sum' multiplies cumulative sums over the steps and is too degenerate to test so.)"""
+    prior, pb = _one_d()
+
+    def est(p):
+        return sum(float(solve(pb, prior, SMC(particles=4096, potential=p, twist=False, ess_threshold=1.0), steps=20,
+                               generator=torch.Generator().manual_seed(s), progress=False).x_hat) for s in range(3)) / 3
+
+    assert abs(est(potential) - est("difference")) < 0.02
+
+
+@pytest.mark.parametrize("scheme", [systematic, stratified, multinomial])
+def test_resampling_is_unbiased(scheme):
+    w = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.7, 0.1, 0.1, 0.1]], dtype=D64)
+    g = torch.Generator().manual_seed(0)
+    counts = torch.zeros(2, 4, dtype=D64)
+    for _ in range(4000):
+        idx = scheme(w, g)
+        assert idx.shape == (2, 4) and int(idx.min()) >= 0 and int(idx.max()) < 4
+        counts += torch.nn.functional.one_hot(idx, 4).sum(1)
+    assert torch.allclose(counts / (4000 * 4), w, atol=0.01)
+
+
+def test_systematic_is_low_variance_and_ess():
+    w = torch.tensor([[0.25, 0.25, 0.25, 0.25]], dtype=D64)
+    assert torch.equal(systematic(w, torch.Generator().manual_seed(3)), torch.arange(4)[None])
+    log_w = torch.log(torch.tensor([[1.0, 1.0, 0.0 + 1e-300, 1e-300]], dtype=D64)) + 1000.0  # max-subtraction
+    assert abs(float(ess(log_w)) - 2.0) < 1e-9
+
+
+def test_smc_bad_input():
+    with pytest.raises(ValueError, match="deterministic transition"):
+        SMC(eta=0.0)
+    SMC(eta=0.0, ess_threshold=0.0)  # no resampling: allowed
+    with pytest.raises(ValueError, match="particles"):
+        SMC(particles=0)
+    with pytest.raises(ValueError, match="potential"):
+        SMC(potential="mean")
+    with pytest.raises(ValueError, match="resampling"):
+        SMC(resampling="residual")
+    assert SOLVERS["smc"] is SMC
