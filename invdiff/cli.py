@@ -19,7 +19,8 @@ def _add_train(sub):
                                    "scikit-image ships, or a folder of images, and export safetensors.")
     p.add_argument("--data", default="phantoms",
                    help="training data: 'phantoms' (invdiff.data body phantoms, CT+MRI contrast), "
-                        "'photos' (scikit-image photographs, training split) or 'folder:PATH' "
+                        "'photos' (scikit-image photographs, training split), 'photos:NAME,NAME,...' "
+                        "(chosen scikit-image photographs) or 'folder:PATH' "
                         "(PNG/JPEG/TIFF/DICOM/npy files in PATH)")
     p.add_argument("--size", type=int, default=64, help="training resolution in pixels (square)")
     p.add_argument("--channels", type=int, default=1, choices=(1, 3), help="1 (grey) or 3 (RGB)")
@@ -34,6 +35,9 @@ def _add_train(sub):
                    help="stop (after saving) when this many minutes have passed in this run; 0: no limit")
     p.add_argument("--init", default="", help="initialise the network from this invdiff .safetensors "
                    "checkpoint (fine-tuning; its path and sha256 are recorded in the output's metadata)")
+    p.add_argument("--no-color-aug", action="store_true", help="no random channel permutation of RGB crops")
+    p.add_argument("--stop-after", type=int, default=0,
+                   help="stop (after saving) at this step, keeping the --steps learning-rate schedule; 0: run to --steps")
     p.add_argument("--resume", action="store_true", help="resume from OUT.ckpt.pt if it exists")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--out", required=True, help="output .safetensors file (EMA weights + metadata)")
@@ -48,6 +52,7 @@ def _cmd_train(args, argv):
     cfg = TrainConfig(data=args.data, size=args.size, channels=args.channels, steps=args.steps,
                       batch=args.batch, lr=args.lr, base=args.base, seed=args.seed,
                       threads=args.threads, ckpt_minutes=args.ckpt_minutes, init=args.init,
+                      color_aug=not args.no_color_aug, stop_after=args.stop_after,
                       max_minutes=args.max_minutes, out=args.out,
                       command="invdiff " + " ".join(shlex.quote(a) for a in argv if a != "--resume"))
     path = train(cfg, resume=args.resume, progress=not args.no_progress)

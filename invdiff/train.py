@@ -66,6 +66,8 @@ class TrainConfig:
     max_minutes: float = 0.0        # 0: no limit; otherwise stop (and save) after this long
     out: str = "prior.safetensors"
     init: str = ""                  # optional: start from the weights of an earlier checkpoint
+    color_aug: bool = True          # random channel permutation of RGB crops
+    stop_after: int = 0             # 0: run to `steps`; otherwise stop (and save) at this step
     command: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -117,7 +119,7 @@ def _pyramid_sampler(images, cfg: TrainConfig, generator: torch.Generator, scale
             crop = lv[:, i:i + cfg.size, j:j + cfg.size]
             if torch.rand(1, generator=generator) < 0.5:
                 crop = crop.flip(-1)
-            if crop.shape[0] == 3 and torch.rand(1, generator=generator) < 0.5:
+            if cfg.color_aug and crop.shape[0] == 3 and torch.rand(1, generator=generator) < 0.5:
                 crop = crop[torch.randperm(3, generator=generator)]  # colour augmentation
             out.append(crop)
         return torch.stack(out)
@@ -131,13 +133,14 @@ def make_sampler(cfg: TrainConfig, generator: torch.Generator):
 
     if cfg.data == "phantoms":
         return _phantom_sampler(cfg, generator)
-    if cfg.data == "photos":
-        images = [io.sample_photo(name, channels=cfg.channels) for name in PHOTO_TRAIN]
+    if cfg.data == "photos" or cfg.data.startswith("photos:"):
+        names = PHOTO_TRAIN if cfg.data == "photos" else tuple(cfg.data[len("photos:"):].split(","))
+        images = [io.sample_photo(name, channels=cfg.channels) for name in names]
         return _pyramid_sampler(images, cfg, generator, scales=(0.125, 0.18, 0.25, 0.35, 0.5))
     if cfg.data.startswith("folder:"):
         images = io.load_folder(cfg.data[len("folder:"):], channels=cfg.channels)
         return _pyramid_sampler(images, cfg, generator, scales=(0.25, 0.5, 0.75, 1.0))
-    raise ValueError(f"--data must be 'phantoms', 'photos' or 'folder:PATH', got {cfg.data!r}")
+    raise ValueError(f"--data must be 'phantoms', 'photos', 'photos:NAME,...' or 'folder:PATH', got {cfg.data!r}")
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -256,7 +259,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
         bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.1e}")
         now = time.perf_counter()
         seconds = seconds0 + (now - t_start)
-        out_of_time = cfg.max_minutes and (now - t_start) > 60 * cfg.max_minutes
+        out_of_time = (cfg.max_minutes and (now - t_start) > 60 * cfg.max_minutes) or step == cfg.stop_after
         if now - last_ckpt > 60 * cfg.ckpt_minutes or step == cfg.steps or out_of_time:
             _save_ckpt(ckpt_path, net, ema, opt, generator, step, seconds)
             export_safetensors(ema_prior, out, _metadata(cfg, step, seconds))

@@ -127,3 +127,16 @@ def test_init_from_checkpoint_records_provenance(ckpt, tmp_path):
     with pytest.raises(ValueError, match="architecture"):
         train(tiny(tmp_path, steps=1, init=str(ckpt), base=16, out=str(tmp_path / "x.safetensors")),
               progress=False)
+
+
+def test_stop_after_then_resume_equals_one_run(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(tiny(a, out=str(a / "p.safetensors"), steps=5, data="photos:astronaut,coffee", channels=3), progress=False)
+    train(tiny(b, out=str(b / "p.safetensors"), steps=5, data="photos:astronaut,coffee", channels=3, stop_after=2),
+          progress=False)
+    assert torch.load(b / "p.safetensors.ckpt.pt", weights_only=True)["step"] == 2
+    train(tiny(b, out=str(b / "p.safetensors"), steps=5, data="photos:astronaut,coffee", channels=3), resume=True,
+          progress=False)
+    sa = torch.load(a / "p.safetensors.ckpt.pt", weights_only=True)["ema"]
+    sb = torch.load(b / "p.safetensors.ckpt.pt", weights_only=True)["ema"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
