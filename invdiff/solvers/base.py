@@ -36,6 +36,10 @@ class Solver:
 
         return karras(steps, prior.sigma_min, prior.sigma_max)
 
+    def cost(self, steps: int) -> tuple[int, int]:
+        """``(NFE, VJP)`` of a run of ``steps`` noise levels, as the solver's paper implies."""
+        return steps, 0
+
     def init(self, problem, prior, x_T: torch.Tensor, generator) -> State:
         return State(x=x_T)
 

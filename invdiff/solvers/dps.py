@@ -76,6 +76,9 @@ class DPS(Solver):
             raise ValueError(f"no DPS preset for {operator!r}; presets exist for {', '.join(DPS_PRESETS)}")
         return cls(zeta=DPS_PRESETS[operator], **overrides)
 
+    def cost(self, steps):
+        return steps, steps
+
     def default_sigmas(self, prior, steps):
         from ..schedules import ddpm_sigmas
 

@@ -34,6 +34,9 @@ def heun_step(prior, x: torch.Tensor, sigma: float, sigma_next: float) -> tuple[
 class Heun(Solver):
     """Deterministic Heun (EDM) sampler."""
 
+    def cost(self, steps):
+        return 2 * steps - 1, 0
+
     def step(self, state, sigma, sigma_next, problem, prior, generator):
         with torch.no_grad():
             x, x0 = heun_step(prior, state.x, sigma, sigma_next)

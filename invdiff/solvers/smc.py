@@ -105,6 +105,9 @@ class SMC(Solver):
         if not (self.tau > 0 and self.lam >= 0 and 0 <= self.ess_threshold <= 1):
             raise ValueError("need tau > 0, lam >= 0 and 0 <= ess_threshold <= 1")
 
+    def cost(self, steps):
+        return steps, (steps if self.twist else 0)
+
     # -- pieces --------------------------------------------------------------------------
 
     def _reward(self, problem, y_rep, x0, sigma):
