@@ -140,7 +140,7 @@ def test_prior_to_deepinv_denoiser_and_back():
 
 
 def test_deepinv_samplers_run_on_our_prior():
-    """deepinv's DiffPIR and DDRM accept our prior through the adapter and improve on A†y."""
+    """deepinv's DPS, DDRM and DiffPIR accept our prior through the adapter and improve on A†y."""
     import deepinv
 
     from invdiff.operators import random_inpainting
@@ -158,6 +158,10 @@ def test_deepinv_samplers_run_on_our_prior():
         out = sampler(y.double(), op.double())
         op.float()
         assert torch.isfinite(out).all() and (out.float() - x).norm() < zero_fill
+    dps = deepinv.sampling.DPS(den, num_steps=50, rng=torch.Generator().manual_seed(0))
+    out = dps(y.double(), op.double(), x_init=(2, 1, 8, 8))  # a shape: deepinv draws the start itself
+    op.float()
+    assert torch.isfinite(out).all() and (out.float() - x).norm() < zero_fill
 
 
 def test_load_state_dict_file_safe(tmp_path):
