@@ -12,3 +12,30 @@ torch.set_num_threads(int(os.environ.get("INVDIFF_TEST_THREADS", "1")))
 def gen():
     """A fresh seeded generator per test."""
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture(scope="session")
+def smooth_prior():
+    """Gaussian prior on 8×8 images: mean 0.5, separable squared-exponential covariance (length 2 px)."""
+    from invdiff.priors import GaussianPrior
+
+    idx = torch.arange(8, dtype=torch.float64)
+    k = torch.exp(-(idx[:, None] - idx[None, :]) ** 2 / (2 * 2.0**2))
+    cov = 0.04 * torch.kron(k, k) + 1e-4 * torch.eye(64, dtype=torch.float64)
+    return GaussianPrior(torch.full((1, 8, 8), 0.5, dtype=torch.float64), cov)
+
+
+@pytest.fixture(scope="session")
+def inpainting_problem(smooth_prior):
+    """``make(missing_fraction) -> (problem, exact posterior)``: 8×8 random inpainting, sigma_y = 0.02."""
+    from invdiff import Problem
+    from invdiff.operators import random_inpainting
+
+    def make(missing_fraction):
+        g = torch.Generator().manual_seed(0)
+        x = smooth_prior.sample(1, generator=g)
+        op = random_inpainting((1, 8, 8), missing_fraction, generator=g).double()
+        pb = Problem.simulate(x, op, 0.02, generator=g)
+        return pb, smooth_prior.posterior(op, pb.y, 0.02)
+
+    return make

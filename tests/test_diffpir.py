@@ -1,9 +1,7 @@
 import pytest
 import torch
 
-from invdiff import Problem, solve
-from invdiff.operators import random_inpainting
-from invdiff.priors import GaussianPrior
+from invdiff import solve
 from invdiff.solvers import SOLVERS
 from invdiff.solvers.diffpir import DiffPIR
 
@@ -11,15 +9,8 @@ D64 = torch.float64
 
 
 @pytest.fixture(scope="module")
-def setting():
-    idx = torch.arange(8, dtype=D64)
-    k = torch.exp(-(idx[:, None] - idx[None, :]) ** 2 / (2 * 2.0**2))
-    prior = GaussianPrior(torch.full((1, 8, 8), 0.5, dtype=D64), 0.04 * torch.kron(k, k) + 1e-4 * torch.eye(64, dtype=D64))
-    g = torch.Generator().manual_seed(0)
-    x = prior.sample(1, generator=g)
-    op = random_inpainting((1, 8, 8), 0.6, generator=g).double()
-    pb = Problem.simulate(x, op, 0.02, generator=g)
-    return prior, pb, prior.posterior(op, pb.y, 0.02)
+def setting(smooth_prior, inpainting_problem):
+    return (smooth_prior,) + inpainting_problem(0.6)
 
 
 def test_data_step_is_the_exact_proximal_solution(setting):

@@ -2,8 +2,6 @@ import pytest
 import torch
 
 from invdiff import Problem, solve
-from invdiff.operators import random_inpainting
-from invdiff.priors import GaussianPrior
 from invdiff.solvers import SOLVERS
 from invdiff.solvers.ddim import DDIM
 from invdiff.solvers.dps import DPS
@@ -12,20 +10,8 @@ D64 = torch.float64
 
 
 @pytest.fixture(scope="module")
-def smooth_prior():
-    idx = torch.arange(8, dtype=D64)
-    k = torch.exp(-(idx[:, None] - idx[None, :]) ** 2 / (2 * 2.0**2))
-    cov = 0.04 * torch.kron(k, k) + 1e-4 * torch.eye(64, dtype=D64)
-    return GaussianPrior(torch.full((1, 8, 8), 0.5, dtype=D64), cov)
-
-
-@pytest.fixture(scope="module")
-def inpainting(smooth_prior):
-    g = torch.Generator().manual_seed(0)
-    x = smooth_prior.sample(1, generator=g)
-    op = random_inpainting((1, 8, 8), 0.7, generator=g).double()
-    pb = Problem.simulate(x, op, 0.02, generator=g)
-    return pb, smooth_prior.posterior(op, pb.y, 0.02)
+def inpainting(inpainting_problem):
+    return inpainting_problem(0.7)
 
 
 def test_dps_mean_approaches_exact_posterior_mean(smooth_prior, inpainting):

@@ -29,6 +29,16 @@ class Solver:
 
     #: whether the solver draws samples (``Result.samples``) or returns a point estimate
     samples: bool = True
+    #: hyperparameters of the official configs, keyed by invdiff operator name
+    presets = {}
+
+    @classmethod
+    def preset(cls, operator: str, **overrides):
+        """The solver configured as its paper's official config for ``operator``."""
+        if operator not in cls.presets:
+            raise ValueError(f"no {cls.__name__} preset for {operator!r}; presets exist for "
+                             f"{', '.join(cls.presets) or 'no operator'}")
+        return cls(**{**cls.presets[operator], **overrides})
 
     def default_sigmas(self, prior, steps: int) -> torch.Tensor:
         """Noise levels (``steps + 1`` values ending in 0) when ``solve`` is given none."""

@@ -39,10 +39,7 @@ import torch
 from ._cg import cg
 from .base import Solver, State
 
-__all__ = ["DiffPIR", "DIFFPIR_PRESETS"]
-
-DIFFPIR_PRESETS = {"gaussian_blur": 0.1, "motion_blur": 0.1, "super_resolution": 0.25,
-                   "random_inpainting": 1.0, "box_inpainting": 1.0}
+__all__ = ["DiffPIR"]
 
 
 @dataclass(frozen=True)
@@ -53,17 +50,13 @@ class DiffPIR(Solver):
     zeta: float = 0.3
     cg_iters: int = 30
 
+    presets = {"gaussian_blur": {"zeta": 0.1}, "motion_blur": {"zeta": 0.1}, "super_resolution": {"zeta": 0.25},
+               "random_inpainting": {"zeta": 1.0}, "box_inpainting": {"zeta": 1.0}}
+
     def __post_init__(self):
         if not (self.lam > 0 and 0 <= self.zeta <= 1 and self.cg_iters >= 1):
             raise ValueError(f"need lam > 0, 0 <= zeta <= 1, cg_iters >= 1; got {self.lam}, {self.zeta}, "
                              f"{self.cg_iters}")
-
-    @classmethod
-    def preset(cls, operator: str, **overrides) -> "DiffPIR":
-        """ζ of the paper for ``operator`` (see ``DIFFPIR_PRESETS``)."""
-        if operator not in DIFFPIR_PRESETS:
-            raise ValueError(f"no DiffPIR preset for {operator!r}; presets exist for {', '.join(DIFFPIR_PRESETS)}")
-        return cls(zeta=DIFFPIR_PRESETS[operator], **overrides)
 
     def default_sigmas(self, prior, steps):
         from ..schedules import ddpm_sigmas

@@ -31,7 +31,7 @@ code                   paper / official code
 ``norm``               :math:`\\lVert y - A(\\hat x_0)\\rVert` (per problem in the batch)
 =====================  =========================================================
 
-Presets (official configs): super-resolution and Gaussian/motion deblurring ζ = 0.3,
+Presets (``DPS.preset(operator)``, official configs): super-resolution and Gaussian/motion deblurring ζ = 0.3,
 inpainting ζ = 0.5. Schedule: the DDPM linear-β schedule of the paper (1000 steps by
 default there), truncated to the prior's ``sigma_max``; invdiff's default is ``steps`` of
 it evenly spaced. Differences from the official code: the ancestral variance is DDPM's
@@ -49,11 +49,7 @@ import torch
 from .base import Solver, State
 from .ddim import ancestral_sigmas
 
-__all__ = ["DPS", "DPS_PRESETS"]
-
-#: ζ of the official task configs, keyed by invdiff operator name
-DPS_PRESETS = {"super_resolution": 0.3, "gaussian_blur": 0.3, "motion_blur": 0.3,
-               "random_inpainting": 0.5, "box_inpainting": 0.5}
+__all__ = ["DPS"]
 
 
 @dataclass(frozen=True)
@@ -63,18 +59,14 @@ class DPS(Solver):
     zeta: float = 1.0
     eta: float = 1.0
 
+    presets = {"super_resolution": {"zeta": 0.3}, "gaussian_blur": {"zeta": 0.3}, "motion_blur": {"zeta": 0.3},
+               "random_inpainting": {"zeta": 0.5}, "box_inpainting": {"zeta": 0.5}}
+
     def __post_init__(self):
         if not (self.zeta >= 0):
             raise ValueError(f"zeta must be >= 0, got {self.zeta}")
         if not (0 <= self.eta <= 1):
             raise ValueError(f"eta must be in [0, 1], got {self.eta}")
-
-    @classmethod
-    def preset(cls, operator: str, **overrides) -> "DPS":
-        """The official step size for ``operator`` (see ``DPS_PRESETS``)."""
-        if operator not in DPS_PRESETS:
-            raise ValueError(f"no DPS preset for {operator!r}; presets exist for {', '.join(DPS_PRESETS)}")
-        return cls(zeta=DPS_PRESETS[operator], **overrides)
 
     def cost(self, steps):
         return steps, steps

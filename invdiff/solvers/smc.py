@@ -51,7 +51,6 @@ max-subtraction before exponentiating, and a deterministic kernel with resamplin
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
