@@ -11,6 +11,7 @@ from .diffpir import DiffPIR
 from .dpmpp import DPMSolverPP2M
 from .dps import DPS
 from .heun import Heun
+from .pigdm import PiGDM
 from .reddiff import REDDiff
 from .smc import SMC
 
@@ -19,11 +20,12 @@ SOLVERS = {
     "reddiff": REDDiff,
     "smc": SMC,
     "diffpir": DiffPIR,
+    "pigdm": PiGDM,
     "ddim": DDIM,
     "euler": DDIM,  # DDIM(eta=0) is exactly Euler on the VE probability-flow ODE
     "heun": Heun,
     "dpmpp2m": DPMSolverPP2M,
 }
 
-__all__ = ["SOLVERS", "Solver", "State", "DPS", "REDDiff", "SMC", "DiffPIR", "DDIM", "Heun", "DPMSolverPP2M", "BASELINES", "fbp", "zero_filled",
+__all__ = ["SOLVERS", "Solver", "State", "DPS", "REDDiff", "SMC", "DiffPIR", "PiGDM", "DDIM", "Heun", "DPMSolverPP2M", "BASELINES", "fbp", "zero_filled",
            "cgls", "tikhonov", "wiener", "tv", "tune_weight"]
