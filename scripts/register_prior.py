@@ -15,7 +15,7 @@ import argparse
 import json
 import shutil
 
-from invdiff.priors.unet import UNet, UNetConfig
+from invdiff.priors.unet import UNet, UNetConfig, count_parameters
 from invdiff.priors.zoo import CATALOG_PATH, WEIGHTS_DIR, _read_safetensors, catalog, sha256_file
 
 
@@ -51,7 +51,7 @@ def main(argv=None):
     WEIGHTS_DIR.mkdir(exist_ok=True)
     shutil.copyfile(args.file, dest)
     config = UNetConfig.from_json(meta["unet_config"])
-    n_params = sum(p.numel() for p in UNet(config).parameters())
+    n_params = count_parameters(UNet(config))
     entry = {
         "file": dest.name,
         "sha256": sha256_file(dest),

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from .prior import Prior
 
-__all__ = ["UNetConfig", "UNet", "EDMPrior"]
+__all__ = ["UNetConfig", "UNet", "EDMPrior", "count_parameters"]
 
 
 @dataclass(frozen=True)
@@ -212,6 +212,7 @@ class EDMPrior(Prior):
 
 
 def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters (the fixed Fourier frequencies of the embedding excluded)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
