@@ -36,8 +36,8 @@ from invdiff.priors import load_checkpoint, load_prior
 from invdiff.train import PHOTO_HELD_OUT, PHOTO_TRAIN
 
 SIGMAS = (0.02, 0.05, 0.1, 0.2, 0.4)
-TV_GRID = np.geomspace(0.002, 1.0, 16)
-GAUSS_GRID = np.geomspace(0.3, 4.0, 14)
+TV_GRID = np.geomspace(0.002, 8.0, 22)
+GAUSS_GRID = np.geomspace(0.3, 8.0, 18)
 
 
 def photo_crops(names, n, size, generator):
