@@ -50,3 +50,14 @@ def test_readme_example_runs():
     text = (ROOT / "README.md").read_text()
     code = re.search(r"## A first reconstruction\s+```python\n(.*?)```", text, re.S).group(1)
     exec(compile(code, "README.md", "exec"), {})
+
+
+@pytest.mark.parametrize("x,sigma,match", [
+    (torch.zeros(1, 3, 64, 64), 0.1, r"EDMPrior: expected x of shape \(B, 1, H, W\)"),
+    (torch.zeros(1, 1, 60, 60), 0.1, "divisible by 8"),
+    (torch.zeros(1, 1, 64, 64), 0.0, "sigma must be finite and > 0"),
+    (torch.zeros(1, 1, 64, 64), float("inf"), "sigma must be finite and > 0"),
+])
+def test_network_prior_bad_input(x, sigma, match):
+    with pytest.raises(ValueError, match=match):
+        load_prior("phantom64").denoise(x, sigma)
