@@ -11,7 +11,22 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Solver", "State", "StepInfo", "CountingPrior"]
+__all__ = ["Solver", "State", "StepInfo", "CountingPrior", "require_svd", "real_part"]
+
+
+def require_svd(physics, solver: str, alternatives: str):
+    """Return ``physics`` if it has an SVD (deepinv ``DecomposablePhysics``), else a clear ``ValueError``."""
+    import deepinv
+
+    if not isinstance(physics, deepinv.physics.DecomposablePhysics):
+        raise ValueError(f"{solver} needs an operator with an SVD (deepinv DecomposablePhysics), got "
+                         f"{type(physics).__name__}; use {alternatives} for this operator")
+    return physics
+
+
+def real_part(t: torch.Tensor) -> torch.Tensor:
+    """``t.real`` for complex tensors (FFT-diagonalised operators), ``t`` otherwise."""
+    return t.real if t.is_complex() else t
 
 StepInfo = dict
 

@@ -31,16 +31,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import deepinv
 import torch
 
-from .base import Solver, State
+from .base import Solver, State, real_part, require_svd
 
 __all__ = ["DDRM"]
-
-
-def _real(t):
-    return t.real if t.is_complex() else t
 
 
 @dataclass(frozen=True)
@@ -55,10 +50,7 @@ class DDRM(Solver):
             raise ValueError(f"eta and eta_b must be in [0, 1], got {self.eta}, {self.eta_b}")
 
     def _spectral(self, problem):
-        A = problem.physics
-        if not isinstance(A, deepinv.physics.DecomposablePhysics):
-            raise ValueError(f"DDRM needs an operator with an SVD (deepinv DecomposablePhysics), got "
-                             f"{type(A).__name__}; use DPS, DiffPIR or SMC for this operator")
+        A = require_svd(problem.physics, "DDRM", "DPS, DiffPIR or SMC")
         s = A.mask
         observed = s.abs() > 1e-12
         ybar = torch.where(observed, A.U_adjoint(problem.y) / torch.where(observed, s, torch.ones_like(s)),
@@ -88,5 +80,5 @@ class DDRM(Solver):
             std_above = (sigma_next**2 - (self.eta_b * sbar) ** 2).clamp_min(0).sqrt()
             above = (1 - self.eta_b) * x0b + self.eta_b * ybar + torch.where(observed, std_above, 0 * std_above) * z
             new = torch.where(~observed, free, torch.where(sigma_next < sbar, below, above))
-            x = _real(A.V(new))
+            x = real_part(A.V(new))
         return State(x=x, x0=x0), {}

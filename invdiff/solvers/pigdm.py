@@ -35,17 +35,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import deepinv
 import torch
 
-from .base import Solver, State
+from .base import Solver, State, real_part, require_svd
 from .ddim import ancestral_sigmas
 
 __all__ = ["PiGDM"]
-
-
-def _real(t: torch.Tensor) -> torch.Tensor:
-    return t.real if t.is_complex() else t
 
 
 @dataclass(frozen=True)
@@ -68,9 +63,7 @@ class PiGDM(Solver):
         return ddpm_sigmas(steps, prior.sigma_min, prior.sigma_max)
 
     def init(self, problem, prior, x_T, generator):
-        if not isinstance(problem.physics, deepinv.physics.DecomposablePhysics):
-            raise ValueError(f"PiGDM needs an operator with an SVD (deepinv DecomposablePhysics), got "
-                             f"{type(problem.physics).__name__}; use DPS or SMC for this operator")
+        require_svd(problem.physics, "PiGDM", "DPS or SMC")
         return State(x=x_T)
 
     def step(self, state, sigma, sigma_next, problem, prior, generator):
@@ -83,7 +76,7 @@ class PiGDM(Solver):
                 s = A.mask
                 spectral = A.U_adjoint(problem.y - A.A(x0))
                 s_adj = s.conj() if s.is_complex() else s  # Aᵀ = V diag(s̄) Uᴴ
-                v = _real(A.V(s_adj * spectral / (r2 * s.abs() ** 2 + max(problem.sigma_y, 1e-6) ** 2)))
+                v = real_part(A.V(s_adj * spectral / (r2 * s.abs() ** 2 + max(problem.sigma_y, 1e-6) ** 2)))
             g = torch.autograd.grad((v.detach() * x0).sum(), x)[0]
         with torch.no_grad():
             x0 = x0.detach()
