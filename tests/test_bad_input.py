@@ -33,6 +33,7 @@ from invdiff.problem import Problem
     (lambda: super_resolution(30, 4), "divisible"),
     (lambda: super_resolution(32, 1), "factor"),
     (lambda: super_resolution(32, 4, filter="lanczos"), "filter"),
+    (lambda: super_resolution(16, 4, filter="gaussian"), "smaller than the gaussian anti-aliasing filter"),
     (lambda: gaussian_blur(32, -1.0), "sigma"),
     (lambda: motion_blur(32, 0.0), "length"),
     (lambda: kernel_blur(8, torch.ones(9, 9)), "larger"),

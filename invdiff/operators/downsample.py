@@ -40,6 +40,10 @@ def super_resolution(img_size, factor: int = 4, *, filter: str = "bicubic"):
     else:
         filt = filter
     op = _Downsampling(img_size=(c, h, w), filter=filt, factor=factor, padding="circular")
+    k = tuple(op.filter.shape[-2:])
+    if k[0] > h or k[1] > w:  # circular padding would wrap more than once
+        raise ValueError(f"image size ({h}, {w}) is smaller than the {filter} anti-aliasing filter {k} "
+                         f"at factor {factor}; use a larger image, a smaller factor or filter='box'")
     op.img_shape = (c, h, w)
     op.filter_name = filter
     op._set_meas_shape()
