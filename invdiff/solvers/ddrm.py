@@ -35,6 +35,15 @@ import torch
 
 from .base import Solver, State, real_part, require_svd
 
+
+@dataclass
+class _SpectralState(State):
+    """The iterate plus the constant spectral data of the problem (computed once in ``init``)."""
+
+    observed: torch.Tensor | None = None   # s_i ≠ 0
+    ybar: torch.Tensor | None = None       # (Uᴴ y)_i / s_i on observed coordinates
+    sbar: torch.Tensor | None = None       # σ_y / |s_i| (inf where unobserved)
+
 __all__ = ["DDRM"]
 
 
@@ -49,15 +58,6 @@ class DDRM(Solver):
         if not (0 <= self.eta <= 1 and 0 <= self.eta_b <= 1):
             raise ValueError(f"eta and eta_b must be in [0, 1], got {self.eta}, {self.eta_b}")
 
-    def _spectral(self, problem):
-        A = require_svd(problem.physics, "DDRM", "DPS, DiffPIR or SMC")
-        s = A.mask
-        observed = s.abs() > 1e-12
-        ybar = torch.where(observed, A.U_adjoint(problem.y) / torch.where(observed, s, torch.ones_like(s)),
-                           torch.zeros_like(A.U_adjoint(problem.y)))
-        sbar = torch.where(observed, max(problem.sigma_y, 0.0) / s.abs().clamp_min(1e-12),
-                           torch.full_like(s.abs(), float("inf")))
-        return A, observed, ybar, sbar
 
     def _noise(self, A, like, generator):
         z = torch.randn(like.shape, generator=generator, dtype=like.dtype,
@@ -65,10 +65,18 @@ class DDRM(Solver):
         return A.V_adjoint(z)
 
     def init(self, problem, prior, x_T, generator):
-        return State(x=x_T)
+        A = require_svd(problem.physics, "DDRM", "DPS, DiffPIR or SMC")
+        s = A.mask
+        observed = s.abs() > 1e-12
+        with torch.no_grad():
+            uy = A.U_adjoint(problem.y)
+        ybar = torch.where(observed, uy / torch.where(observed, s, torch.ones_like(s)), torch.zeros_like(uy))
+        sbar = torch.where(observed, problem.sigma_y / s.abs().clamp_min(1e-12),
+                           torch.full_like(s.abs(), float("inf")))
+        return _SpectralState(x=x_T, observed=observed, ybar=ybar, sbar=sbar)
 
     def step(self, state, sigma, sigma_next, problem, prior, generator):
-        A, observed, ybar, sbar = self._spectral(problem)
+        A, observed, ybar, sbar = problem.physics, state.observed, state.ybar, state.sbar
         with torch.no_grad():
             x0 = prior.denoise(state.x, sigma)
             xb, x0b = A.V_adjoint(state.x), A.V_adjoint(x0)
@@ -81,4 +89,4 @@ class DDRM(Solver):
             above = (1 - self.eta_b) * x0b + self.eta_b * ybar + torch.where(observed, std_above, 0 * std_above) * z
             new = torch.where(~observed, free, torch.where(sigma_next < sbar, below, above))
             x = real_part(A.V(new))
-        return State(x=x, x0=x0), {}
+        return _SpectralState(x=x, x0=x0, observed=observed, ybar=ybar, sbar=sbar), {}

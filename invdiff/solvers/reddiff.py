@@ -62,6 +62,7 @@ WEIGHTINGS = {
 @dataclass
 class _AdamState(State):
     u: torch.Tensor | None = None
+    y_u: torch.Tensor | None = None        # y measured on [−1, 1] images, 2y − A 1 (constant)
     m: torch.Tensor | None = None
     v: torch.Tensor | None = None
     k: int = 0
@@ -99,7 +100,7 @@ class REDDiff(Solver):
             u = physics.A_dagger(y_u)
         u = u.expand_as(x_T).clone() if u.shape != x_T.shape else u
         zeros = torch.zeros_like(u)
-        return _AdamState(x=(u + 1) / 2, u=u, m=zeros, v=zeros.clone(), k=0)
+        return _AdamState(x=(u + 1) / 2, u=u, y_u=y_u, m=zeros, v=zeros.clone(), k=0)
 
     def step(self, state, sigma, sigma_next, problem, prior, generator):
         physics = problem.physics
@@ -110,8 +111,7 @@ class REDDiff(Solver):
         with torch.no_grad():
             x = mu + sigma * eps
             eps_hat = (x - prior.denoise(x, sigma)) / sigma
-            ones = torch.ones((1,) + tuple(problem.img_shape), dtype=u.dtype, device=u.device)
-            resid = 2 * problem.y - physics.A(ones) - physics.A(u)  # y_u − A u
+            resid = state.y_u - physics.A(u)
             m = max(resid[0].numel(), 1)
             d = u[0].numel()
             w = self.lam * WEIGHTINGS[self.weighting](2 * sigma)
@@ -123,7 +123,8 @@ class REDDiff(Solver):
             step = self.lr * (m_new / (1 - b1**k)) / ((v_new / (1 - b2**k)).sqrt() + self.adam_eps)
             u_new = u - step
         loss = 0.5 * self.obs_weight * (resid.flatten(1) ** 2).mean(1)
-        return _AdamState(x=(u_new + 1) / 2, x0=(u_new + 1) / 2, u=u_new, m=m_new, v=v_new, k=k), {"loss": loss}
+        return _AdamState(x=(u_new + 1) / 2, x0=(u_new + 1) / 2, u=u_new, y_u=state.y_u, m=m_new, v=v_new,
+                          k=k), {"loss": loss}
 
     def finalize(self, state):
         return state.x
