@@ -56,3 +56,20 @@ def test_checks_detect_a_wrong_adjoint():
 
     op.__class__ = Wrong
     assert check_adjoint(op.double(), (2,) + IMG, generator=torch.Generator().manual_seed(0)) > 1e-2
+
+
+def test_dense_operator_is_its_matrix_and_has_an_exact_svd():
+    from invdiff.operators import dense_operator
+
+    g = torch.Generator().manual_seed(0)
+    for m, d in ((3, 12), (12, 5)):  # fewer and more measurements than unknowns
+        M = torch.randn(m, d, generator=g, dtype=torch.float64)
+        op = dense_operator((1, 1, d), M)
+        x = torch.randn(4, 1, 1, d, generator=g, dtype=torch.float64)
+        assert torch.allclose(op.A(x), x.reshape(4, d) @ M.T, atol=1e-12)
+        assert torch.allclose(op.V(op.V_adjoint(x)), x, atol=1e-12)  # full orthogonal right basis
+        assert int((op.mask.abs() > 1e-12).sum()) == min(m, d)
+    with pytest.raises(ValueError, match=r"shape \(m, 12\)"):
+        dense_operator((1, 3, 4), torch.ones(2, 5))
+    with pytest.raises(ValueError, match="NaN"):
+        dense_operator((1, 1, 2), torch.tensor([[float("nan"), 1.0]]))

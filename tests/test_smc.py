@@ -1,29 +1,14 @@
-import deepinv
 import pytest
 import torch
 
 from invdiff import Problem, solve
+from invdiff.operators import dense_operator
 from invdiff.priors import GaussianPrior
 from invdiff.solvers import SOLVERS
 from invdiff.solvers._resampling import ess, multinomial, stratified, systematic
 from invdiff.solvers.smc import SMC
 
 D64 = torch.float64
-
-
-class Dense(deepinv.physics.LinearPhysics):
-    """A dense matrix on (1, 1, d) vectors."""
-
-    def __init__(self, M):
-        super().__init__()
-        self.M = M
-        self.img_shape = (1, 1, M.shape[1])
-
-    def A(self, x, **kw):
-        return x.reshape(x.shape[0], -1) @ self.M.T
-
-    def A_adjoint(self, y, **kw):
-        return (y @ self.M).reshape((y.shape[0],) + self.img_shape)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +19,7 @@ def gaussian_problem():
     prior = GaussianPrior(torch.full((1, 1, d), 0.5, dtype=D64), L @ L.T + 0.01 * torch.eye(d, dtype=D64))
     A = torch.randn(4, d, generator=g, dtype=D64) / d**0.5
     x = prior.sample(2, generator=g)
-    pb = Problem.simulate(x, Dense(A), 0.05, generator=g)
+    pb = Problem.simulate(x, dense_operator((1, 1, d), A), 0.05, generator=g)
     return prior, pb, prior.posterior(A, pb.y, 0.05)
 
 
@@ -69,7 +54,7 @@ def test_smc_error_falls_with_particles(gaussian_problem):
 
 def test_smc_one_dimensional_posterior_is_tight():
     prior = GaussianPrior(torch.full((1, 1, 1), 0.5, dtype=D64), torch.tensor([[0.09]], dtype=D64))
-    pb = Problem(Dense(torch.ones(1, 1, dtype=D64)), torch.tensor([[0.9]], dtype=D64), 0.3)
+    pb = Problem(dense_operator((1, 1, 1), torch.ones(1, 1, dtype=D64)), torch.tensor([[0.9]], dtype=D64), 0.3)
     post = prior.posterior(torch.ones(1, 1, dtype=D64), pb.y, 0.3)  # mean 0.7, var 0.045
     res = solve(pb, prior, SMC(particles=4096), steps=400, generator=torch.Generator().manual_seed(0), progress=False)
     assert abs(float(res.x_hat) - float(post.mean)) < 0.01
@@ -78,7 +63,7 @@ def test_smc_one_dimensional_posterior_is_tight():
 
 def _one_d():
     prior = GaussianPrior(torch.full((1, 1, 1), 0.5, dtype=D64), torch.tensor([[0.09]], dtype=D64))
-    return prior, Problem(Dense(torch.ones(1, 1, dtype=D64)), torch.tensor([[0.9]], dtype=D64), 0.3)
+    return prior, Problem(dense_operator((1, 1, 1), torch.ones(1, 1, dtype=D64)), torch.tensor([[0.9]], dtype=D64), 0.3)
 
 
 def test_potentials_cancel_without_resampling():

@@ -6,6 +6,7 @@ contract tests iterate it. ``BASELINES`` holds the classical reconstructions.
 
 from .baselines import BASELINES, cgls, fbp, tikhonov, tune_weight, tv, wiener, zero_filled
 from .base import Solver, State
+from .daps import DAPS
 from .ddim import DDIM
 from .ddrm import DDRM
 from .diffpir import DiffPIR
@@ -23,11 +24,12 @@ SOLVERS = {
     "diffpir": DiffPIR,
     "pigdm": PiGDM,
     "ddrm": DDRM,
+    "daps": DAPS,
     "ddim": DDIM,
     "euler": DDIM,  # DDIM(eta=0) is exactly Euler on the VE probability-flow ODE
     "heun": Heun,
     "dpmpp2m": DPMSolverPP2M,
 }
 
-__all__ = ["SOLVERS", "Solver", "State", "DPS", "REDDiff", "SMC", "DiffPIR", "PiGDM", "DDRM", "DDIM", "Heun", "DPMSolverPP2M", "BASELINES", "fbp", "zero_filled",
+__all__ = ["SOLVERS", "Solver", "State", "DPS", "REDDiff", "SMC", "DiffPIR", "PiGDM", "DDRM", "DAPS", "DDIM", "Heun", "DPMSolverPP2M", "BASELINES", "fbp", "zero_filled",
            "cgls", "tikhonov", "wiener", "tv", "tune_weight"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Solver", "State", "StepInfo", "CountingPrior", "require_svd", "real_part"]
+__all__ = ["Solver", "State", "StepInfo", "CountingPrior", "require_svd", "real_part", "noise_like"]
 
 
 def require_svd(physics, solver: str, alternatives: str):
@@ -27,6 +27,13 @@ def require_svd(physics, solver: str, alternatives: str):
 def real_part(t: torch.Tensor) -> torch.Tensor:
     """``t.real`` for complex tensors (FFT-diagonalised operators), ``t`` otherwise."""
     return t.real if t.is_complex() else t
+
+def noise_like(x: torch.Tensor, generator: torch.Generator | None = None, shape=None) -> torch.Tensor:
+    """Standard normal noise shaped like ``x`` (or ``shape``), drawn from ``generator`` on its device."""
+    dev = "cpu" if generator is None else generator.device
+    return torch.randn(x.shape if shape is None else shape, generator=generator, dtype=x.dtype,
+                       device=dev).to(x.device)
+
 
 StepInfo = dict
 

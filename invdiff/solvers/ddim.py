@@ -30,9 +30,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Solver, State
+from .base import noise_like, Solver, State
 
-__all__ = ["DDIM", "ancestral_sigmas"]
+__all__ = ["DDIM", "ancestral_sigmas", "ddim_step"]
 
 
 def ancestral_sigmas(sigma: float, sigma_next: float, eta: float) -> tuple[float, float]:
@@ -41,6 +41,18 @@ def ancestral_sigmas(sigma: float, sigma_next: float, eta: float) -> tuple[float
         return sigma_next, 0.0
     up = min(sigma_next, eta * sigma_next * math.sqrt(max(sigma**2 - sigma_next**2, 0.0)) / sigma)
     return math.sqrt(sigma_next**2 - up**2), up
+
+
+def ddim_step(prior, x: torch.Tensor, sigma: float, sigma_next: float, eta: float = 0.0,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DDIM(η) step from ``sigma`` to ``sigma_next`` (no gradient); returns ``(x', x̂0)``."""
+    with torch.no_grad():
+        x0 = prior.denoise(x, sigma)
+    down, up = ancestral_sigmas(sigma, sigma_next, eta)
+    x_next = x0 + down * (x - x0) / sigma
+    if up > 0:
+        x_next = x_next + up * noise_like(x, generator)
+    return x_next, x0
 
 
 @dataclass(frozen=True)
@@ -54,11 +66,5 @@ class DDIM(Solver):
             raise ValueError(f"eta must be in [0, 1], got {self.eta}")
 
     def step(self, state, sigma, sigma_next, problem, prior, generator):
-        with torch.no_grad():
-            x0 = prior.denoise(state.x, sigma)
-        down, up = ancestral_sigmas(sigma, sigma_next, self.eta)
-        x = x0 + down * (state.x - x0) / sigma
-        if up > 0:
-            x = x + up * torch.randn(x.shape, generator=generator, dtype=x.dtype,
-                                     device="cpu" if generator is None else generator.device).to(x.device)
+        x, x0 = ddim_step(prior, state.x, sigma, sigma_next, self.eta, generator)
         return State(x=x, x0=x0), {}

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Solver, State, real_part, require_svd
+from .base import noise_like, real_part, require_svd, Solver, State
 
 
 @dataclass
@@ -60,8 +60,7 @@ class DDRM(Solver):
 
 
     def _noise(self, A, like, generator):
-        z = torch.randn(like.shape, generator=generator, dtype=like.dtype,
-                        device="cpu" if generator is None else generator.device).to(like.device)
+        z = noise_like(like, generator)
         return A.V_adjoint(z)
 
     def init(self, problem, prior, x_T, generator):

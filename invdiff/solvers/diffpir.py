@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 
 from ._cg import cg
-from .base import Solver, State
+from .base import noise_like, Solver, State
 
 __all__ = ["DiffPIR"]
 
@@ -75,7 +75,6 @@ class DiffPIR(Solver):
             rho = self.lam * max(problem.sigma_y, 1e-3) ** 2 / (4 * sigma**2)
             x0_data = self.data_step(problem, x0, rho) if problem.y.flatten(1).shape[1] else x0
             eps_hat = (state.x - x0_data) / sigma
-            noise = torch.randn(state.x.shape, generator=generator, dtype=state.x.dtype,
-                                device="cpu" if generator is None else generator.device).to(state.x.device)
+            noise = noise_like(state.x, generator)
             x = x0_data + sigma_next * ((1 - self.zeta) ** 0.5 * eps_hat + self.zeta**0.5 * noise)
         return State(x=x, x0=x0_data), {}

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Solver, State
+from .base import noise_like, Solver, State
 from .ddim import ancestral_sigmas
 
 __all__ = ["DPS"]
@@ -91,9 +91,7 @@ class DPS(Solver):
             down, up = ancestral_sigmas(sigma, sigma_next, self.eta)
             x_next = x0 + down * (state.x - x0) / sigma
             if up > 0:
-                x_next = x_next + up * torch.randn(x_next.shape, generator=generator, dtype=x.dtype,
-                                                   device="cpu" if generator is None else generator.device
-                                                   ).to(x.device)
+                x_next = x_next + up * noise_like(x_next, generator)
             scale = 0.5 * self.zeta * ((1 + 4 * sigma**2) * (1 + 4 * sigma_next**2)) ** 0.5
             x_next = x_next - scale * grad
         return State(x=x_next, x0=x0), {"loss": norm.detach()}

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Solver, State, real_part, require_svd
+from .base import noise_like, real_part, require_svd, Solver, State
 from .ddim import ancestral_sigmas
 
 __all__ = ["PiGDM"]
@@ -83,7 +83,5 @@ class PiGDM(Solver):
             down, up = ancestral_sigmas(sigma, sigma_next, self.eta)
             x_next = x0 + down * (state.x - x0) / sigma + self.weight * sigma * (sigma - down) * g
             if up > 0:
-                x_next = x_next + up * torch.randn(x_next.shape, generator=generator, dtype=x_next.dtype,
-                                                   device="cpu" if generator is None else generator.device
-                                                   ).to(x_next.device)
+                x_next = x_next + up * noise_like(x_next, generator)
         return State(x=x_next, x0=x0), {}

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Solver, State
+from .base import noise_like, Solver, State
 
 __all__ = ["REDDiff", "WEIGHTINGS"]
 
@@ -106,8 +106,7 @@ class REDDiff(Solver):
         physics = problem.physics
         u = state.u
         mu = (u + 1) / 2
-        eps = torch.randn(u.shape, generator=generator, dtype=u.dtype,
-                          device="cpu" if generator is None else generator.device).to(u.device)
+        eps = noise_like(u, generator)
         with torch.no_grad():
             x = mu + sigma * eps
             eps_hat = (x - prior.denoise(x, sigma)) / sigma

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import torch
 
 from ._resampling import RESAMPLING, ess
-from .base import Solver, State
+from .base import noise_like, Solver, State
 from .ddim import ancestral_sigmas
 
 __all__ = ["SMC", "POTENTIALS"]
@@ -137,11 +137,6 @@ class SMC(Solver):
             return self.lam * stat, stat
         return self.lam * reward, stat  # current (difference adds the ratio below)
 
-    @staticmethod
-    def _noise(shape, like, generator):
-        return torch.randn(shape, generator=generator, dtype=like.dtype,
-                           device="cpu" if generator is None else generator.device).to(like.device)
-
     # -- protocol ------------------------------------------------------------------------
 
     def init(self, problem, prior, x_T, generator):
@@ -152,7 +147,7 @@ class SMC(Solver):
         N = problem.y.shape[0]
         y_rep = problem.y.repeat((K,) + (1,) * (problem.y.ndim - 1))  # particle k·N + n
         if state.sigma is None:  # first step: K fresh particles per problem at sigma
-            x = 0.5 + sigma * self._noise((K * N,) + tuple(state.x.shape[1:]), state.x, generator)
+            x = 0.5 + sigma * noise_like(state.x, generator, (K * N,) + tuple(state.x.shape[1:]))
             x0, r, grad = self._evaluate(problem, prior, y_rep, x, sigma)
             log_g, stat = self._log_potential(r, None)  # G_0 = exp(λ r_0): particles from p_σ0 get w_0 = G_0
             state = _Particles(x=x, x0=x0, log_w=log_g.reshape(K, N).T.clone(), reward=r,
@@ -166,7 +161,7 @@ class SMC(Solver):
             log_w = state.log_w + (self.lam * loglik - state.log_g).reshape(K, N).T
             return self._final(x_new, log_w, generator), {"ess": ess(log_w)}
         shift = (up**2) * state.grad if self.twist else 0.0
-        x_new = mean + shift + up * self._noise(x.shape, x, generator)
+        x_new = mean + shift + up * noise_like(x, generator)
         # log p(x'|x) − log q(x'|x) for Gaussians of equal variance up²
         if self.twist:
             log_pq = (-((x_new - mean) ** 2) + (x_new - mean - shift) ** 2).flatten(1).sum(1) / (2 * up**2)
