@@ -7,6 +7,7 @@ changes during a solve lives in its :class:`State`. ``step`` returns a new state
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -83,10 +84,13 @@ class Solver:
 
 
 class CountingPrior:
-    """Proxy counting ``denoise`` calls (NFE) and calls on inputs that require grad (VJP).
+    """Proxy counting ``denoise`` calls (NFE), calls on inputs that require grad (VJP), and their time.
 
     A call whose input requires grad is counted as one VJP: every solver in invdiff
-    back-propagates through such a call exactly once.
+    back-propagates through such a call exactly once. ``network_seconds`` is the time spent in
+    the network: its forward calls, plus — for VJP calls — the backward pass through it, timed
+    from the moment the gradient reaches the network's output to the moment it reaches its
+    input (tensor hooks), so operator and solver arithmetic are not counted.
     """
 
     def __init__(self, prior):
@@ -96,15 +100,20 @@ class CountingPrior:
         self.network_seconds = 0.0
 
     def denoise(self, x, sigma):
-        import time
-
         self.nfe += 1
-        if torch.is_grad_enabled() and x.requires_grad:
-            self.vjp += 1
         t = time.perf_counter()
         out = self._prior.denoise(x, sigma)
         self.network_seconds += time.perf_counter() - t
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.vjp += 1
+            start = []
+            out.register_hook(lambda g: start.append(time.perf_counter()))
+            x.register_hook(lambda g: self._backward_done(start))
         return out
+
+    def _backward_done(self, start: list) -> None:
+        if start:
+            self.network_seconds += time.perf_counter() - start.pop()
 
     def score(self, x, sigma):
         from ..priors.prior import as_sigma
