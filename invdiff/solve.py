@@ -85,6 +85,9 @@ def solve(problem: Problem, prior, solver, *, steps: int = 100, sigmas=None, num
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+    if num_samples > 1 and getattr(solver, "couples_batch", False):
+        raise ValueError(f"{type(solver).__name__} couples the batch (the slices of one volume); run it with "
+                         f"num_samples=1 and repeat the solve with other generators for more samples")
     img_shape = _check_shapes(problem, prior)
     sig = _as_sigmas(solver.default_sigmas(prior, steps) if sigmas is None else sigmas)
     y = problem.y

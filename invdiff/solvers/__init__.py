@@ -13,6 +13,7 @@ from .diffpir import DiffPIR
 from .dpmpp import DPMSolverPP2M
 from .dps import DPS
 from .heun import Heun
+from .mbir import MBIR
 from .pigdm import PiGDM
 from .reddiff import REDDiff
 from .smc import SMC
@@ -25,11 +26,12 @@ SOLVERS = {
     "pigdm": PiGDM,
     "ddrm": DDRM,
     "daps": DAPS,
+    "mbir": MBIR,
     "ddim": DDIM,
     "euler": DDIM,  # DDIM(eta=0) is exactly Euler on the VE probability-flow ODE
     "heun": Heun,
     "dpmpp2m": DPMSolverPP2M,
 }
 
-__all__ = ["SOLVERS", "Solver", "State", "DPS", "REDDiff", "SMC", "DiffPIR", "PiGDM", "DDRM", "DAPS", "DDIM", "Heun", "DPMSolverPP2M", "BASELINES", "fbp", "zero_filled",
+__all__ = ["SOLVERS", "Solver", "State", "DPS", "REDDiff", "SMC", "DiffPIR", "PiGDM", "DDRM", "DAPS", "MBIR", "DDIM", "Heun", "DPMSolverPP2M", "BASELINES", "fbp", "zero_filled",
            "cgls", "tikhonov", "wiener", "tv", "tune_weight"]

@@ -14,13 +14,16 @@ import torch
 __all__ = ["cg"]
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-batch-element inner product, shaped ``(B, 1, ..., 1)`` for broadcasting."""
+def _dot(a: torch.Tensor, b: torch.Tensor, batched: bool = True) -> torch.Tensor:
+    """Inner product per batch element, shaped ``(B, 1, ..., 1)`` — or of the whole tensors,
+    shaped ``(1, 1, ..., 1)``, when ``batched`` is False."""
+    if not batched:
+        return (a * b).sum().reshape([1] * a.ndim)
     return (a * b).flatten(1).sum(1).reshape(-1, *([1] * (a.ndim - 1)))
 
 
 def cg(apply_M: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, x0: torch.Tensor | None = None,
-       *, max_iter: int = 50, tol: float = 1e-6) -> torch.Tensor:
+       *, max_iter: int = 50, tol: float = 1e-6, batched: bool = True) -> torch.Tensor:
     """Solve ``M x = b`` by conjugate gradients (Hestenes & Stiefel 1952), batch-wise.
 
     Parameters
@@ -36,6 +39,10 @@ def cg(apply_M: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, x0: tor
         Number of iterations at most.
     tol : float
         Relative residual ``‖b - M x‖ / ‖b‖`` at which an element stops.
+    batched : bool
+        True: the batch elements are independent systems (each with its own step sizes and
+        stopping). False: ``M`` couples the batch (e.g. differences across the slices of a
+        volume) and the whole tensor is one unknown.
 
     Returns
     -------
@@ -45,22 +52,22 @@ def cg(apply_M: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, x0: tor
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     r = b - apply_M(x) if x0 is not None else b.clone()
     p = r.clone()
-    rr = _dot(r, r)
+    rr = _dot(r, r, batched)
     # Below ~10 ulp the residual is rounding noise; iterating on it breaks down (M singular).
     tol = max(tol, 10 * torch.finfo(b.dtype).eps)
-    stop = (tol * _dot(b, b).sqrt()) ** 2
+    stop = (tol * _dot(b, b, batched).sqrt()) ** 2
     tiny = torch.finfo(b.dtype).tiny
     for _ in range(max_iter):
         active = rr > stop
         if not active.any():
             break
         Mp = apply_M(p)
-        pMp = _dot(p, Mp)
+        pMp = _dot(p, Mp, batched)
         active = (active & (pMp > tiny)).to(b.dtype)
         alpha = active * rr / pMp.clamp_min(tiny)
         x = x + alpha * p
         r = r - alpha * Mp
-        rr_new = _dot(r, r)
+        rr_new = _dot(r, r, batched)
         p = torch.where(active > 0, r + (rr_new / rr.clamp_min(tiny)) * p, p)
         rr = torch.where(active > 0, rr_new, rr)
     return x

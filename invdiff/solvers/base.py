@@ -54,6 +54,8 @@ class Solver:
     samples: bool = True
     #: hyperparameters of the official configs, keyed by invdiff operator name
     presets = {}
+    #: True when the update couples the batch elements (the slices of one volume, e.g. MBIR)
+    couples_batch: bool = False
 
     @classmethod
     def preset(cls, operator: str, **overrides):

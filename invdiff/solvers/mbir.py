@@ -1,0 +1,158 @@
+"""DiffusionMBIR: a 2D diffusion prior per slice, total variation along z, ADMM between them.
+
+Chung, Ryu, Lee, Ye, "Solving 3D Inverse Problems using Pre-trained 2D Diffusion Models"
+(CVPR 2023), Algorithm 1, for a volume ``x`` of ``D`` axial slices ``(D, C, H, W)`` and
+``y = A x + n`` applied slice by slice. Per diffusion step from ``σ`` to ``σ'``:
+
+.. math::
+    &\\text{(corrector, optional)}\\quad x \\leftarrow x + ε\\, s_θ(x, σ) + \\sqrt{2ε}\\, z,
+        \\quad ε = 2\\,(r\\,\\lVert z\\rVert / \\lVert s_θ\\rVert)^2 \\\\
+    &\\hat x_0 = D_θ(x, σ)\\ \\text{on every slice (chunks)} \\\\
+    &\\text{ADMM, } \\min_v \\tfrac12\\lVert y - A v\\rVert^2 + λ \\lVert D_z v\\rVert_1
+        \\text{ from } v = \\hat x_0:\\\\
+    &\\qquad v \\leftarrow \\mathrm{CG}_{k}\\big[(A^\\top A + ρ D_z^\\top D_z)\\, v = A^\\top y + ρ D_z^\\top (z - u)\\big]
+        \\ \\text{(warm start, } k \\text{ iterations)} \\\\
+    &\\qquad z \\leftarrow \\mathrm{soft}(D_z v + u,\\ λ/ρ),\\qquad u \\leftarrow u + D_z v - z \\\\
+    &x' = v + σ_{down}\\,(x - \\hat x_0)/σ + σ_{up}\\, ξ \\qquad \\text{(DDIM(η) re-noising)}
+
+with ``z`` and ``u`` kept from one diffusion step to the next (they live in the solver's
+state, never in closures or globals).
+
+=================  ===============================================================
+code               paper / official code (``HJ-harry/DiffusionMBIR``)
+=================  ===============================================================
+``lam``, ``rho``   λ and ρ of the ADMM-TV, *relative to ‖A‖²* (see below)
+``cg_iters``       CG iterations per ADMM iteration (warm-started)
+``admm_iters``     ADMM iterations per diffusion step (1 in the paper)
+``tv``             ``"z"`` (paper: TV along z only) or ``"xyz"`` (all three axes)
+``corrector``      one Langevin corrector step per diffusion step, ``snr`` r = 0.16
+``placement``      ``"x0"``: ADMM on the denoised estimate, then re-noise; ``"xt"``: ADMM on
+                   the noisy iterate after the predictor, as in the paper's code
+``eta``            DDIM(η) of the predictor / re-noising
+=================  ===============================================================
+
+**Units of λ and ρ.** The paper minimises ``½‖y − R x‖² + λ‖D_z x‖₁`` with the unnormalised
+parallel-beam Radon transform ``R`` of 256² slices (8 views: ‖R‖² ≈ 1985, computed with our
+operator times 256²) and λ = 0.04, ρ = 10; for MRI, a unitary undersampled FFT (‖A‖ = 1)
+with λ = 0.005, ρ = 0.01. invdiff's CT averages along rays (``A = R/W``), so the same balance
+between data and TV is kept by giving λ and ρ relative to ‖A‖²: the solver multiplies them by
+‖A‖² (power iteration, once per solve). CT: λ_rel = 0.04/1985 = 2.0e-5, ρ_rel = 10/1985 =
+5.0e-3 (the defaults); MRI: λ_rel = 0.005, ρ_rel = 0.01 (``MBIR.preset("mri_cartesian")``).
+
+**Where we differ, and why.** The paper runs 2000 VE predictor–corrector steps with the ADMM
+on the noisy iterate (``placement="xt"``). On CPUs we run 50–200 steps, where applying the
+data step to the denoised estimate and re-noising (``placement="x0"``, the default — the
+decomposition of the follow-up "Decomposed Diffusion Sampler", Chung, Lee, Ye, ICLR 2024)
+is much more accurate. Cost: ``steps · (1 + corrector)`` network calls on every slice (one
+NFE counts one call on the whole volume); no VJP.
+
+The volume is the solve's batch: run with ``num_samples=1`` (the z coupling would otherwise
+join independent samples), which :func:`invdiff.solve` enforces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..operators.checks import operator_norm
+from ..operators.difference import FiniteDifference
+from ._cg import cg
+from .base import noise_like, Solver, State
+from .ddim import ancestral_sigmas
+
+__all__ = ["MBIR", "soft_threshold"]
+
+
+def soft_threshold(v: torch.Tensor, t: float) -> torch.Tensor:
+    """``sign(v) · max(|v| − t, 0)``: the proximal map of ``t‖·‖₁``."""
+    return torch.sign(v) * (v.abs() - t).clamp_min(0)
+
+
+@dataclass
+class _MBIRState(State):
+    z: torch.Tensor | None = None      # ADMM split variable ≈ D_z x
+    u: torch.Tensor | None = None      # scaled dual variable
+    scale: float | None = None         # ‖A‖², estimated once
+
+
+@dataclass(frozen=True)
+class MBIR(Solver):
+    """DiffusionMBIR with ADMM-TV along z (or all axes) coupling the slices of a volume."""
+
+    lam: float = 2.0e-5
+    rho: float = 5.0e-3
+    cg_iters: int = 5
+    admm_iters: int = 1
+    tv: str = "z"
+    corrector: bool = False
+    snr: float = 0.16
+    placement: str = "x0"
+    eta: float = 0.85
+
+    couples_batch = True
+    presets = {"ct_sparse_view": {}, "ct_limited_angle": {}, "mri_cartesian": {"lam": 0.005, "rho": 0.01}}
+
+    def __post_init__(self):
+        if not (self.lam >= 0 and self.rho > 0 and self.snr > 0):
+            raise ValueError(f"need lam >= 0, rho > 0, snr > 0; got {self.lam}, {self.rho}, {self.snr}")
+        ints = (self.cg_iters, self.admm_iters)
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in ints):
+            raise ValueError(f"cg_iters and admm_iters must be integers >= 1, got {ints}")
+        if self.tv not in ("z", "xyz"):
+            raise ValueError(f"tv must be 'z' or 'xyz', got {self.tv!r}")
+        if self.placement not in ("x0", "xt"):
+            raise ValueError(f"placement must be 'x0' or 'xt', got {self.placement!r}")
+        if not 0 <= self.eta <= 1:
+            raise ValueError(f"eta must be in [0, 1], got {self.eta}")
+
+    def cost(self, steps):
+        return steps * (2 if self.corrector else 1), 0
+
+    @property
+    def difference(self) -> FiniteDifference:
+        return FiniteDifference(0 if self.tv == "z" else (0, -2, -1))
+
+    def init(self, problem, prior, x_T, generator):
+        A = problem.physics
+        scale = operator_norm(A, (1,) + tuple(x_T.shape[1:]), dtype=x_T.dtype, iters=20,
+                              generator=torch.Generator().manual_seed(0)) ** 2
+        Dz = self.difference
+        zero = torch.zeros_like(Dz.A(x_T))
+        return _MBIRState(x=x_T, z=zero, u=zero.clone(), scale=scale)
+
+    def admm(self, problem, v: torch.Tensor, z: torch.Tensor, u: torch.Tensor, scale: float):
+        """``admm_iters`` ADMM iterations of ``½‖y − Av‖² + λ‖D v‖₁`` from ``v`` (warm start); returns ``(v, z, u)``."""
+        A, y, Dz = problem.physics, problem.y, self.difference
+        lam, rho = self.lam * scale, self.rho * scale
+        Aty = A.A_adjoint(y)
+        for _ in range(self.admm_iters):
+            rhs = Aty + rho * Dz.A_adjoint(z - u)
+            v = cg(lambda w: A.A_adjoint(A.A(w)) + rho * Dz.A_adjoint(Dz.A(w)), rhs, v,
+                   max_iter=self.cg_iters, tol=1e-7, batched=False)
+            dv = Dz.A(v)
+            z = soft_threshold(dv + u, lam / rho)
+            u = u + dv - z
+        return v, z, u
+
+    def _corrector(self, prior, x, sigma, generator):
+        score = (prior.denoise(x, sigma) - x) / sigma**2
+        noise = noise_like(x, generator)
+        eps = 2 * (self.snr * noise.norm() / score.norm().clamp_min(1e-12)) ** 2
+        return x + eps * score + (2 * eps) ** 0.5 * noise
+
+    def step(self, state, sigma, sigma_next, problem, prior, generator):
+        with torch.no_grad():
+            x = self._corrector(prior, state.x, sigma, generator) if self.corrector else state.x
+            x0 = prior.denoise(x, sigma)
+            down, up = ancestral_sigmas(sigma, sigma_next, self.eta)
+            if self.placement == "x0":
+                v, z, u = self.admm(problem, x0, state.z, state.u, state.scale)
+                x_next = v + down * (x - x0) / sigma
+            else:
+                v = x0
+                x_next, z, u = self.admm(problem, x0 + down * (x - x0) / sigma, state.z, state.u, state.scale)
+            if up > 0:
+                x_next = x_next + up * noise_like(x_next, generator)
+        return _MBIRState(x=x_next, x0=v, z=z, u=u, scale=state.scale), {}
