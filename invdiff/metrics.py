@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["psnr", "ssim", "nrmse", "sliced_wasserstein", "METRICS"]
+__all__ = ["psnr", "ssim", "nrmse", "sliced_wasserstein", "plane_metrics", "METRICS"]
 
 
 def _pair(x, ref):
@@ -81,3 +81,26 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, *, projections: int = 2
     qa = torch.quantile(a @ theta, levels, dim=0)
     qb = torch.quantile(b @ theta, levels, dim=0)
     return float(((qa - qb) ** 2).mean().sqrt())
+
+
+def plane_metrics(x: torch.Tensor, ref: torch.Tensor, *, min_content: float = 0.1,
+                  threshold: float = 0.05) -> dict:
+    """PSNR and SSIM of a volume ``(D, C, H, W)`` on its axial, coronal and sagittal planes.
+
+    Each plane family is scored image by image and averaged over the planes whose reference
+    has at least ``min_content`` of its pixels above ``threshold`` (planes that cut only air
+    would otherwise dominate the mean with near-infinite PSNR). Returns
+    ``{"axial": (psnr, ssim), "coronal": …, "sagittal": …}``.
+    """
+    if x.shape != ref.shape or x.ndim != 4:
+        raise ValueError(f"expected two (D, C, H, W) volumes of the same shape, got {tuple(x.shape)} and "
+                         f"{tuple(ref.shape)}")
+    views = {"axial": lambda v: v, "coronal": lambda v: v.permute(2, 1, 0, 3), "sagittal": lambda v: v.permute(3, 1, 0, 2)}
+    out = {}
+    for name, view in views.items():
+        a, r = view(x), view(ref)
+        keep = (r > threshold).flatten(1).double().mean(1) >= min_content
+        if not keep.any():
+            raise ValueError(f"no {name} plane of the reference has content above {threshold}")
+        out[name] = (float(psnr(a[keep], r[keep]).mean()), float(ssim(a[keep], r[keep]).mean()))
+    return out
