@@ -79,11 +79,11 @@ def test_z_coupling_helps_on_a_volume_constant_along_z(slice_prior):
     prior = SliceStackPrior(slice_prior, 4)
 
     def run(lam):
-        res = solve(pb, prior, MBIR(lam=lam, rho=1.0, cg_iters=5), steps=30, generator=torch.Generator().manual_seed(1),
+        res = solve(pb, prior, MBIR(lam=lam, rho=2.0, cg_iters=5), steps=30, generator=torch.Generator().manual_seed(1),
                     progress=False)
         return plane_metrics(res.x_hat.clamp(0, 1), vol, threshold=0.0)
 
-    coupled, independent = run(0.05), run(0.0)
+    coupled, independent = run(0.1), run(0.0)
     for plane in ("axial", "coronal", "sagittal"):
         assert coupled[plane][0] > independent[plane][0] + 1.0, (plane, coupled, independent)
 
@@ -112,3 +112,21 @@ def test_body_volume_varies_along_z_and_is_seeded():
     assert float((a[0] - a[-1]).abs().mean()) > 0.01  # the anatomy changes from slice to slice
     with pytest.raises(ValueError, match="depth"):
         body_volume(0)
+
+
+@pytest.mark.parametrize("a, b", [(0.2, 0.9), (0.5, 0.55)])
+def test_admm_reaches_the_tv_z_minimiser(a, b):
+    """Two slices of one pixel, A = I: argmin ½(v1−a)² + ½(v2−b)² + λ|v2−v1| is known in closed form
+    (shrink the gap by 2λ, or average when the gap is below 2λ)."""
+    from invdiff.operators import dense_operator
+
+    lam = 0.1
+    op = dense_operator((1, 1, 1), torch.ones(1, 1, dtype=D64))
+    pb = Problem(op, torch.tensor([[a], [b]], dtype=D64), 0.01)
+    solver = MBIR(lam=lam, rho=2.0, admm_iters=400, cg_iters=5)
+    v0 = torch.zeros(2, 1, 1, 1, dtype=D64)
+    z = torch.zeros_like(solver.difference.A(v0))
+    v, _, _ = solver.admm(pb, v0, z, z.clone(), scale=1.0)
+    gap = b - a
+    expected = [a + lam, b - lam] if abs(gap) > 2 * lam else [(a + b) / 2] * 2
+    assert torch.allclose(v.reshape(-1), torch.tensor(expected, dtype=D64), atol=1e-6), v.reshape(-1)
