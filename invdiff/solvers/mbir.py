@@ -21,7 +21,9 @@ state, never in closures or globals).
 =================  ===============================================================
 code               paper / official code (``HJ-harry/DiffusionMBIR``)
 =================  ===============================================================
-``lam``, ``rho``   λ and ρ of the ADMM-TV, *relative to ‖A‖²* (see below)
+``lam``, ``rho``   λ and ρ of the ADMM-TV, *relative to ‖A‖²* (see below); ``lam=0``
+                   switches the z prior off: CG on ``AᵀA v = Aᵀy`` per slice, the
+                   2D-independent reconstruction with the same prior and steps
 ``cg_iters``       CG iterations per ADMM iteration (warm-started)
 ``admm_iters``     ADMM iterations per diffusion step (1 in the paper)
 ``tv``             ``"z"`` (paper: TV along z only) or ``"xyz"`` (all three axes)
@@ -127,6 +129,9 @@ class MBIR(Solver):
         A, y, Dz = problem.physics, problem.y, self.difference
         lam, rho = self.lam * scale, self.rho * scale
         Aty = A.A_adjoint(y)
+        if self.lam == 0:  # no z prior: the same CG data step on each slice independently
+            v = cg(lambda w: A.A_adjoint(A.A(w)), Aty, v, max_iter=self.cg_iters * self.admm_iters, tol=1e-7)
+            return v, z, u
         for _ in range(self.admm_iters):
             rhs = Aty + rho * Dz.A_adjoint(z - u)
             v = cg(lambda w: A.A_adjoint(A.A(w)) + rho * Dz.A_adjoint(Dz.A(w)), rhs, v,
