@@ -130,3 +130,16 @@ def test_admm_reaches_the_tv_z_minimiser(a, b):
     gap = b - a
     expected = [a + lam, b - lam] if abs(gap) > 2 * lam else [(a + b) / 2] * 2
     assert torch.allclose(v.reshape(-1), torch.tensor(expected, dtype=D64), atol=1e-6), v.reshape(-1)
+
+
+def test_volume_layout_errors(slice_prior):
+    from invdiff.operators import volume_ct
+
+    op = volume_ct(16, 4)
+    with pytest.raises(ValueError, match="slices on the first axis"):
+        op.A(torch.rand(1, 1, 4, 16, 16))
+    vol = torch.full((4, 1, 16, 16), 0.5)
+    pb = Problem.simulate(vol, op, 0.01)
+    with pytest.raises(ValueError, match="problem and prior do not match"):
+        solve(pb, SliceStackPrior(GaussianPrior(torch.full((1, 8, 8), 0.5), torch.full((1, 8, 8), 0.04)), 2), MBIR(),
+              steps=2, progress=False)

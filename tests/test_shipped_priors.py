@@ -52,6 +52,15 @@ def test_readme_example_runs():
     exec(compile(code, "README.md", "exec"), {})
 
 
+def test_readme_volume_example_runs():
+    """The README's DiffusionMBIR snippet, shrunk (4 slices, 2 steps) to stay fast."""
+    text = (ROOT / "README.md").read_text()
+    code = re.search(r"## Volumes \(DiffusionMBIR\).*?```python\n(.*?)```", text, re.S).group(1)
+    assert "body_volume(32, 64" in code and "steps=50" in code
+    code = code.replace("body_volume(32, 64", "body_volume(4, 64").replace("steps=50", "steps=2")
+    exec(compile(code, "README.md", "exec"), {})
+
+
 @pytest.mark.parametrize("x,sigma,match", [
     (torch.zeros(1, 3, 64, 64), 0.1, r"EDMPrior: expected x of shape \(B, 1, H, W\)"),
     (torch.zeros(1, 1, 60, 60), 0.1, "divisible by 8"),
