@@ -1,0 +1,54 @@
+"""Figures: labelled image grids written atomically (nothing half-written is left behind)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import torch
+
+__all__ = ["save_image_row"]
+
+
+def save_image_row(images: dict, path: str, *, titles: dict | None = None, cmaps: dict | None = None,
+                   ranges: dict | None = None) -> str:
+    """Save ``{label: (C, H, W) or (H, W) tensor}`` side by side as one PNG at ``path``.
+
+    Grey images use ``gray`` on [0, 1] unless ``cmaps``/``ranges`` say otherwise (e.g. an
+    uncertainty map with its own range); RGB images are shown as they are, clipped to [0, 1].
+    The file is written to a temporary name in the same folder and renamed, so an interrupted
+    call never leaves a partial PNG.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    titles, cmaps, ranges = titles or {}, cmaps or {}, ranges or {}
+    fig, axes = plt.subplots(1, len(images), figsize=(2.6 * len(images), 2.9), squeeze=False)
+    for ax, (label, img) in zip(axes[0], images.items()):
+        t = torch.as_tensor(img).detach().cpu().double()
+        if t.ndim == 3 and t.shape[0] == 1:
+            t = t[0]
+        if t.ndim == 3:
+            ax.imshow(t.permute(1, 2, 0).clamp(0, 1).numpy())
+        else:
+            lo, hi = ranges.get(label, (0.0, 1.0))
+            im = ax.imshow(t.numpy(), cmap=cmaps.get(label, "gray"), vmin=lo, vmax=hi)
+            if label in cmaps:
+                fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        ax.set_title(titles.get(label, label), fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
