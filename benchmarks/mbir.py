@@ -157,7 +157,19 @@ def main(argv=None):
     if args.scale_child is not None:
         return scale_child(args.scale_child, args.steps, args.chunk)
     prior = SliceStackPrior(load_prior("phantom64"), args.chunk)
-    results = {name: evaluate(name, prior, args.steps, args.depth) for name in args.problems}
+    store = os.path.splitext(args.out)[0] + ".json"  # finished problems are kept and skipped on a rerun
+    done = json.load(open(store)) if os.path.exists(store) else {}
+    results = {}
+    for name in args.problems:
+        if name in done:
+            results[name] = {"rows": done[name]}
+            continue
+        results[name] = evaluate(name, prior, args.steps, args.depth)
+        if name == "ct3d-sparse-8":
+            figure(results[name]["images"], args.figure)
+        done[name] = results[name]["rows"]
+        with open(store, "w") as f:
+            json.dump(done, f, indent=1)
     scale = []
     for depth in args.scale_depths:
         out = subprocess.run([sys.executable, __file__, "--scale-child", str(depth), "--steps", str(args.steps),
@@ -165,8 +177,6 @@ def main(argv=None):
                              capture_output=True, text=True, check=True)
         scale.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(scale[-1], flush=True)
-    if "ct3d-sparse-8" in results:
-        figure(results["ct3d-sparse-8"]["images"], args.figure)
     lines = ["# DiffusionMBIR on 64×64 body volumes", "",
              f"Command: `python benchmarks/mbir.py {' '.join(sys.argv[1:] if argv is None else argv)}` — "
              f"{args.steps} diffusion steps, chunk {args.chunk} slices, test volume {args.depth} slices (seed 777), "

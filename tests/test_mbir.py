@@ -143,3 +143,15 @@ def test_volume_layout_errors(slice_prior):
     with pytest.raises(ValueError, match="problem and prior do not match"):
         solve(pb, SliceStackPrior(GaussianPrior(torch.full((1, 8, 8), 0.5), torch.full((1, 8, 8), 0.04)), 2), MBIR(),
               steps=2, progress=False)
+
+
+def test_mbir_runs_on_mri_with_a_mask_per_slice():
+    from invdiff.operators import volume_mri
+
+    op = volume_mri(4, 16, 4.0, generator=torch.Generator().manual_seed(0))
+    prior = SliceStackPrior(GaussianPrior(torch.full((1, 16, 16), 0.5), torch.full((1, 16, 16), 0.04)), 2)
+    vol = torch.full((4, 1, 16, 16), 0.5) + 0.1 * torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    pb = Problem.simulate(vol, op, 0.01, generator=torch.Generator().manual_seed(2))
+    res = solve(pb, prior, MBIR.preset("mri_cartesian"), steps=3, generator=torch.Generator().manual_seed(3),
+                progress=False)
+    assert res.x_hat.shape == (4, 1, 16, 16) and torch.isfinite(res.x_hat).all()

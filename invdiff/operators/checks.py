@@ -64,7 +64,14 @@ def check_batch(op, x_shape, *, dtype=torch.float64, generator: torch.Generator 
 
 def operator_norm(op, x_shape, *, iters: int = 30, dtype=torch.float32,
                   generator: torch.Generator | None = None) -> float:
-    """Largest singular value ``‖A‖`` by power iteration on ``AᵀA`` (``x_shape`` with batch 1)."""
+    """Largest singular value ``‖A‖`` by power iteration on ``AᵀA`` (``x_shape`` with batch 1).
+
+    An operator with per-slice parameters (``op.batch``, e.g. volume MRI with one mask per
+    slice) is probed on its whole stack: the norm is then the largest over its slices.
+    """
+    batch = getattr(op, "batch", None)
+    if batch:
+        x_shape = (batch,) + tuple(x_shape[1:])
     x = _randn(x_shape, dtype, generator)
     x = x / x.norm()
     s = torch.zeros((), dtype=dtype)
