@@ -155,3 +155,11 @@ def test_mbir_runs_on_mri_with_a_mask_per_slice():
     res = solve(pb, prior, MBIR.preset("mri_cartesian"), steps=3, generator=torch.Generator().manual_seed(3),
                 progress=False)
     assert res.x_hat.shape == (4, 1, 16, 16) and torch.isfinite(res.x_hat).all()
+
+
+def test_chunked_normal_operator_matches_the_whole_volume():
+    from invdiff.operators import volume_ct
+
+    op = volume_ct(16, 4)
+    w = torch.rand(7, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(MBIR.normal(op, 3)(w), op.A_adjoint(op.A(w)), atol=1e-6)

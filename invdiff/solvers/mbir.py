@@ -124,17 +124,28 @@ class MBIR(Solver):
         zero = torch.zeros_like(Dz.A(x_T))
         return _MBIRState(x=x_T, z=zero, u=zero.clone(), scale=scale)
 
-    def admm(self, problem, v: torch.Tensor, z: torch.Tensor, u: torch.Tensor, scale: float):
+    @staticmethod
+    def normal(A, chunk: int | None):
+        """``w ↦ AᵀA w`` applied ``chunk`` slices at a time (operators without per-slice parameters),
+        so the operator's intermediate arrays — e.g. CT's rotated copies of each slice — are bounded
+        by the chunk, like the network's activations."""
+        if not chunk or getattr(A, "batch", None):
+            return lambda w: A.A_adjoint(A.A(w))
+        return lambda w: torch.cat([A.A_adjoint(A.A(c)) for c in w.split(chunk)])
+
+    def admm(self, problem, v: torch.Tensor, z: torch.Tensor, u: torch.Tensor, scale: float,
+             chunk: int | None = None):
         """``admm_iters`` ADMM iterations of ``½‖y − Av‖² + λ‖D v‖₁`` from ``v`` (warm start); returns ``(v, z, u)``."""
         A, y, Dz = problem.physics, problem.y, self.difference
         lam, rho = self.lam * scale, self.rho * scale
+        AtA = self.normal(A, chunk)
         Aty = A.A_adjoint(y)
         if self.lam == 0:  # no z prior: the same CG data step on each slice independently
-            v = cg(lambda w: A.A_adjoint(A.A(w)), Aty, v, max_iter=self.cg_iters * self.admm_iters, tol=1e-7)
+            v = cg(AtA, Aty, v, max_iter=self.cg_iters * self.admm_iters, tol=1e-7)
             return v, z, u
         for _ in range(self.admm_iters):
             rhs = Aty + rho * Dz.A_adjoint(z - u)
-            v = cg(lambda w: A.A_adjoint(A.A(w)) + rho * Dz.A_adjoint(Dz.A(w)), rhs, v,
+            v = cg(lambda w: AtA(w) + rho * Dz.A_adjoint(Dz.A(w)), rhs, v,
                    max_iter=self.cg_iters, tol=1e-7, batched=False)
             dv = Dz.A(v)
             z = soft_threshold(dv + u, lam / rho)
@@ -148,16 +159,17 @@ class MBIR(Solver):
         return x + eps * score + (2 * eps) ** 0.5 * noise
 
     def step(self, state, sigma, sigma_next, problem, prior, generator):
+        chunk = getattr(prior, "chunk_size", None)  # a SliceStackPrior's chunk also bounds the operator's memory
         with torch.no_grad():
             x = self._corrector(prior, state.x, sigma, generator) if self.corrector else state.x
             x0 = prior.denoise(x, sigma)
             down, up = ancestral_sigmas(sigma, sigma_next, self.eta)
             if self.placement == "x0":
-                v, z, u = self.admm(problem, x0, state.z, state.u, state.scale)
+                v, z, u = self.admm(problem, x0, state.z, state.u, state.scale, chunk)
                 x_next = v + down * (x - x0) / sigma
             else:
                 v = x0
-                x_next, z, u = self.admm(problem, x0 + down * (x - x0) / sigma, state.z, state.u, state.scale)
+                x_next, z, u = self.admm(problem, x0 + down * (x - x0) / sigma, state.z, state.u, state.scale, chunk)
             if up > 0:
                 x_next = x_next + up * noise_like(x_next, generator)
         return _MBIRState(x=x_next, x0=v, z=z, u=u, scale=state.scale), {}
