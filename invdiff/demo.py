@@ -20,7 +20,7 @@ def run_demo(out_dir: str = "invdiff-demo", *, views: int = 16, steps: int = 100
     """Run the demo; returns ``{"fbp": (psnr, ssim), "diffusion": (psnr, ssim), "figure": path}``."""
     from . import Problem, psnr, solve, ssim
     from .data import body_phantoms
-    from .figures import save_image_row
+    from .plot import save_image_row
     from .operators import ct_sparse_view
     from .priors import load_prior
     from .solvers import DiffPIR, fbp

@@ -77,6 +77,7 @@ class _MBIRState(State):
     z: torch.Tensor | None = None      # ADMM split variable ≈ D_z x
     u: torch.Tensor | None = None      # scaled dual variable
     scale: float | None = None         # ‖A‖², estimated once
+    aty: torch.Tensor | None = None    # Aᵀy, computed once
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,13 @@ class MBIR(Solver):
                               generator=torch.Generator().manual_seed(0)) ** 2
         Dz = self.difference
         zero = torch.zeros_like(Dz.A(x_T))
-        return _MBIRState(x=x_T, z=zero, u=zero.clone(), scale=scale)
+        chunk = getattr(prior, "chunk_size", None)
+        with torch.no_grad():
+            if chunk and not getattr(A, "batch", None):
+                aty = torch.cat([A.A_adjoint(c) for c in problem.y.split(chunk)])
+            else:
+                aty = A.A_adjoint(problem.y)
+        return _MBIRState(x=x_T, z=zero, u=zero.clone(), scale=scale, aty=aty)
 
     @staticmethod
     def normal(A, chunk: int | None):
@@ -134,12 +141,12 @@ class MBIR(Solver):
         return lambda w: torch.cat([A.A_adjoint(A.A(c)) for c in w.split(chunk)])
 
     def admm(self, problem, v: torch.Tensor, z: torch.Tensor, u: torch.Tensor, scale: float,
-             chunk: int | None = None):
+             chunk: int | None = None, aty: torch.Tensor | None = None):
         """``admm_iters`` ADMM iterations of ``½‖y − Av‖² + λ‖D v‖₁`` from ``v`` (warm start); returns ``(v, z, u)``."""
         A, y, Dz = problem.physics, problem.y, self.difference
         lam, rho = self.lam * scale, self.rho * scale
         AtA = self.normal(A, chunk)
-        Aty = A.A_adjoint(y)
+        Aty = A.A_adjoint(y) if aty is None else aty
         if self.lam == 0:  # no z prior: the same CG data step on each slice independently
             v = cg(AtA, Aty, v, max_iter=self.cg_iters * self.admm_iters, tol=1e-7)
             return v, z, u
@@ -165,11 +172,11 @@ class MBIR(Solver):
             x0 = prior.denoise(x, sigma)
             down, up = ancestral_sigmas(sigma, sigma_next, self.eta)
             if self.placement == "x0":
-                v, z, u = self.admm(problem, x0, state.z, state.u, state.scale, chunk)
+                v, z, u = self.admm(problem, x0, state.z, state.u, state.scale, chunk, state.aty)
                 x_next = v + down * (x - x0) / sigma
             else:
                 v = x0
-                x_next, z, u = self.admm(problem, x0 + down * (x - x0) / sigma, state.z, state.u, state.scale, chunk)
+                x_next, z, u = self.admm(problem, x0 + down * (x - x0) / sigma, state.z, state.u, state.scale, chunk, state.aty)
             if up > 0:
                 x_next = x_next + up * noise_like(x_next, generator)
-        return _MBIRState(x=x_next, x0=v, z=z, u=u, scale=state.scale), {}
+        return _MBIRState(x=x_next, x0=v, z=z, u=u, scale=state.scale, aty=state.aty), {}
