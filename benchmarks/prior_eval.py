@@ -30,7 +30,7 @@ import torch
 from scipy import ndimage
 from skimage.restoration import denoise_tv_chambolle
 
-from invdiff.data import body_phantoms, dicom_sample, resize, sample_photo
+from invdiff.data import body_phantoms, dicom_sample, photo_crops, resize, sample_photo
 from invdiff.metrics import psnr
 from invdiff.priors import load_checkpoint, load_prior
 from invdiff.train import PHOTO_HELD_OUT, PHOTO_TRAIN
@@ -38,23 +38,6 @@ from invdiff.train import PHOTO_HELD_OUT, PHOTO_TRAIN
 SIGMAS = (0.02, 0.05, 0.1, 0.2, 0.4)
 TV_GRID = np.geomspace(0.002, 8.0, 22)
 GAUSS_GRID = np.geomspace(0.3, 8.0, 18)
-
-
-def photo_crops(names, n, size, generator):
-    """``n`` random ``size``-pixel crops spread over ``names``, at scales 0.125–0.5."""
-    import torch.nn.functional as F
-
-    images = [sample_photo(name, channels=3) for name in names]
-    out = []
-    for i in range(n):
-        img = images[i % len(images)]
-        s = float(torch.empty(()).uniform_(0.125, 0.5, generator=generator))
-        h, w = max(size, int(img.shape[-2] * s)), max(size, int(img.shape[-1] * s))
-        lv = F.interpolate(img[None], size=(h, w), mode="area")[0]
-        a = int(torch.randint(h - size + 1, (1,), generator=generator))
-        b = int(torch.randint(w - size + 1, (1,), generator=generator))
-        out.append(lv[:, a:a + size, b:b + size])
-    return torch.stack(out).clamp(0, 1)
 
 
 def datasets(name, n_test, n_tune, size=64):

@@ -94,10 +94,20 @@ def _table(rows: list[tuple[str, str]]) -> str:
 
 
 def _add_lists(sub):
+    p = sub.add_parser("problems", help="list the named benchmark problems",
+                       description="List the named problems (operator, sigma_y, data, prior).")
+    p.set_defaults(func=_cmd_problems)
     p = sub.add_parser("priors", help="list the shipped priors", description="List the shipped priors.")
     p.set_defaults(func=_cmd_priors)
     p = sub.add_parser("solvers", help="list the solvers", description="List the solvers usable with `solve`.")
     p.set_defaults(func=_cmd_solvers)
+
+
+def _cmd_problems(args, argv):
+    from .problems import PROBLEMS
+
+    print(_table([(name, f"{p.description}; sigma_y = {p.sigma_y:g}; {p.data}, {p.size}×{p.size}; prior {p.prior}")
+                  for name, p in PROBLEMS.items()]))
 
 
 def _cmd_priors(args, argv):

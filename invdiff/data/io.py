@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["load_image", "load_dicom", "load_npy", "load_file", "load_folder", "sample_photo",
+__all__ = ["load_image", "load_dicom", "load_npy", "load_file", "load_folder", "sample_photo", "photo_crops",
            "sample_photo_names", "dicom_sample", "DICOM_SAMPLES", "resize"]
 
 # Photographs shipped inside scikit-image's wheel (skimage.data), colour or grey.
@@ -210,3 +210,24 @@ def dicom_sample(name: str = "CT_small.dcm", *, window=None) -> torch.Tensor:
     if name not in DICOM_SAMPLES:
         raise ValueError(f"unknown DICOM sample {name!r}; available: {', '.join(DICOM_SAMPLES)}")
     return load_dicom(get_testdata_file(name), window=window)
+
+
+def photo_crops(names, n, size, generator):
+    """``n`` random ``size``-pixel crops of the scikit-image photographs ``names``, at scales 0.125–0.5.
+
+    Photographs are used in turn; each crop first shrinks its photograph by a random factor in
+    [0.125, 0.5] (area averaging), then takes a random window. Returns ``(n, 3, size, size)``.
+    """
+    import torch.nn.functional as F
+
+    images = [sample_photo(name, channels=3) for name in names]
+    out = []
+    for i in range(n):
+        img = images[i % len(images)]
+        s = float(torch.empty(()).uniform_(0.125, 0.5, generator=generator))
+        h, w = max(size, int(img.shape[-2] * s)), max(size, int(img.shape[-1] * s))
+        lv = F.interpolate(img[None], size=(h, w), mode="area")[0]
+        a = int(torch.randint(h - size + 1, (1,), generator=generator))
+        b = int(torch.randint(w - size + 1, (1,), generator=generator))
+        out.append(lv[:, a:a + size, b:b + size])
+    return torch.stack(out).clamp(0, 1)

@@ -1,0 +1,112 @@
+"""Named benchmark problems: operator, noise level, data splits and prior, fixed by name.
+
+``PROBLEMS`` maps a name to a :class:`ProblemSpec`. A spec builds seeded :class:`~invdiff.Problem`
+batches for two disjoint splits: ``"validation"`` (for tuning hyperparameters) and ``"test"``
+(for reporting). Data:
+
+* CT problems — body phantoms with CT contrast; MRI problems — with MRI contrast. Validation
+  seed 555, test seed 777; neither overlaps the ``phantom64`` training pool (seed 10000).
+* Restoration problems — 64×64 RGB crops of scikit-image photographs: validation crops from the
+  ``photo64`` training photographs, test crops from the held-out ones (chelsea, rocket).
+
+``sigma_y`` is in [0, 1] intensity units (CT: of the ray-averaged sinogram). Operators with
+random parts (MRI masks, random inpainting) are drawn from a fixed seed, so a name always
+means the same operator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..problem import Problem
+
+__all__ = ["ProblemSpec", "PROBLEMS", "get_problem"]
+
+SPLIT_SEEDS = {"validation": 555, "test": 777}
+
+
+@dataclass(frozen=True)
+class ProblemSpec:
+    """One named problem. ``operator()`` builds the (seeded) physics; ``data`` names the image source."""
+
+    name: str
+    description: str
+    operator: Callable[[], object]
+    sigma_y: float
+    data: str               # "phantoms-ct" | "phantoms-mri" | "photos"
+    prior: str              # shipped prior name (invdiff.priors.load_prior)
+    size: int = 64
+    metrics: tuple = ("psnr", "ssim")
+    presets: dict = field(default_factory=dict)  # solver name -> hyperparameters tuned on "validation"
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.data == "photos" else 1
+
+    def images(self, split: str, n: int) -> torch.Tensor:
+        """``n`` ground-truth images of ``split`` (``"validation"`` or ``"test"``), seeded."""
+        from ..data import body_phantoms, photo_crops
+        from ..train import PHOTO_HELD_OUT, PHOTO_TRAIN
+
+        if split not in SPLIT_SEEDS:
+            raise ValueError(f"split must be one of {sorted(SPLIT_SEEDS)}, got {split!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        g = torch.Generator().manual_seed(SPLIT_SEEDS[split])
+        if self.data == "photos":
+            names = PHOTO_HELD_OUT if split == "test" else PHOTO_TRAIN
+            return photo_crops(names, n, self.size, g)
+        return body_phantoms(n, self.size, self.data.split("-")[1], generator=g)
+
+    def make(self, split: str = "test", n: int = 1, *, seed: int = 0) -> Problem:
+        """A batch of ``n`` measured images of ``split``; ``seed`` draws the measurement noise."""
+        x = self.images(split, n)
+        return Problem.simulate(x, self.operator(), self.sigma_y, generator=torch.Generator().manual_seed(seed))
+
+
+def _ops():
+    from .. import operators as op
+
+    g = lambda s: torch.Generator().manual_seed(s)  # noqa: E731 — fixed operator seeds
+    return {
+        "ct-sparse-8": lambda: op.ct_sparse_view(64, 8),
+        "ct-sparse-32": lambda: op.ct_sparse_view(64, 32),
+        "ct-limited-90": lambda: op.ct_limited_angle(64, 90.0, 45),
+        "mri-4x": lambda: op.mri_cartesian(64, 4.0, generator=g(4)),
+        "mri-8x": lambda: op.mri_cartesian(64, 8.0, generator=g(8)),
+        "deblur-gauss": lambda: op.gaussian_blur((3, 64, 64), 2.0),
+        "deblur-motion": lambda: op.motion_blur((3, 64, 64), 9.0, 30.0),
+        "inpaint-box": lambda: op.box_inpainting((3, 64, 64)),
+        "inpaint-random-70": lambda: op.random_inpainting((3, 64, 64), 0.7, generator=g(70)),
+        "sr-4x": lambda: op.super_resolution((3, 64, 64), 4),
+    }
+
+
+def _specs() -> dict:
+    ops = _ops()
+    rows = [
+        ("ct-sparse-8", "parallel-beam CT, 8 views over 180°", 0.005, "phantoms-ct", "phantom64"),
+        ("ct-sparse-32", "parallel-beam CT, 32 views over 180°", 0.005, "phantoms-ct", "phantom64"),
+        ("ct-limited-90", "parallel-beam CT, 45 views over 90° (limited angle)", 0.005, "phantoms-ct", "phantom64"),
+        ("mri-4x", "Cartesian MRI, 4× random lines, 8 % centre", 0.005, "phantoms-mri", "phantom64"),
+        ("mri-8x", "Cartesian MRI, 8× random lines, 8 % centre", 0.005, "phantoms-mri", "phantom64"),
+        ("deblur-gauss", "Gaussian blur σ = 2 px (circular)", 0.02, "photos", "photo64"),
+        ("deblur-motion", "motion blur, 9 px at 30° (circular)", 0.02, "photos", "photo64"),
+        ("inpaint-box", "centred 32×32 box missing", 0.01, "photos", "photo64"),
+        ("inpaint-random-70", "70 % of pixels missing at random", 0.01, "photos", "photo64"),
+        ("sr-4x", "4× super-resolution, bicubic anti-aliasing", 0.01, "photos", "photo64"),
+    ]
+    return {name: ProblemSpec(name, desc, ops[name], sigma_y, data, prior) for name, desc, sigma_y, data, prior in rows}
+
+
+PROBLEMS: dict[str, ProblemSpec] = _specs()
+
+
+def get_problem(name: str) -> ProblemSpec:
+    """The spec called ``name``; unknown names raise ``ValueError`` listing the known ones."""
+    if name not in PROBLEMS:
+        raise ValueError(f"unknown problem {name!r}; known problems: {', '.join(PROBLEMS)}")
+    return PROBLEMS[name]
