@@ -40,3 +40,49 @@ def test_listings(capsys):
     out = capsys.readouterr().out
     for name in ("dps", "smc", "daps", "mbir", "ddrm"):
         assert name in out
+
+
+def test_solve_named_problem_and_own_image(tmp_path, capsys):
+    import numpy as np
+    from skimage import data, io
+
+    assert main(["solve", "--problem", "ct-sparse-32", "--steps", "2", "--out", str(tmp_path / "a"),
+                 "--no-progress"]) == 0
+    assert "PSNR" in capsys.readouterr().out
+    x = np.load(tmp_path / "a" / "reconstruction.npy")
+    assert x.shape == (1, 1, 64, 64) and sorted(os.listdir(tmp_path / "a")) == ["reconstruction.npy",
+                                                                                 "reconstruction.png"]
+    img = tmp_path / "camera.png"
+    io.imsave(img, data.camera())
+    assert main(["solve", "--problem", "ct-sparse-32", "--image", str(img), "--steps", "2", "--samples", "2",
+                 "--out", str(tmp_path / "b"), "--no-progress"]) == 0
+
+
+def test_solve_own_measurement_and_its_errors(tmp_path, capsys):
+    import numpy as np
+    import torch
+
+    from invdiff.operators import ct_sparse_view
+
+    y = ct_sparse_view(64, 40).A(torch.full((1, 1, 64, 64), 0.3))[0].numpy()
+    np.save(tmp_path / "sino.npy", y)
+    args = ["solve", "--measurement", str(tmp_path / "sino.npy"), "--operator", "ct_sparse_view", "--sigma-y", "0.01",
+            "--steps", "2", "--no-progress"]
+    assert main(args + ["--n-views", "40", "--out", str(tmp_path / "ok")]) == 0
+    assert np.load(tmp_path / "ok" / "reconstruction.npy").shape == (1, 1, 64, 64)
+    capsys.readouterr()
+    cases = [
+        (args + ["--n-views", "20", "--out", str(tmp_path / "bad1")], "has shape (1, 91, 40)"),
+        (["solve", "--measurement", str(tmp_path / "nope.npy"), "--operator", "ct_sparse_view", "--sigma-y", "0.01",
+          "--out", str(tmp_path / "bad2")], "no measurement file"),
+        (["solve", "--problem", "ct-sparse-9", "--out", str(tmp_path / "bad3")], "known problems"),
+        (["solve", "--problem", "ct-sparse-8", "--solver", "magic", "--out", str(tmp_path / "bad4")], "known solvers"),
+        (["solve", "--problem", "ct-sparse-8", "--steps", "0", "--out", str(tmp_path / "bad5")], "--steps"),
+        (["solve", "--problem", "ct-sparse-8", "--image", str(tmp_path / "none.png"), "--out", str(tmp_path / "bad6")],
+         "none.png"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (argv, err)
+        assert not os.path.exists(argv[argv.index("--out") + 1])  # nothing written
