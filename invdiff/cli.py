@@ -145,7 +145,8 @@ def _add_lists(sub):
 def _cmd_problems(args, argv):
     from .problems import PROBLEMS
 
-    print(_table([(name, f"{p.description}; sigma_y = {p.sigma_y:g}; {p.data}, {p.size}×{p.size}; prior {p.prior}")
+    print(_table([(name, f"{p.description}; sigma_y = {p.sigma_y:g}; {p.data}, "
+                         f"{f'{p.depth}×' if p.depth else ''}{p.size}×{p.size}; prior {p.prior}")
                   for name, p in PROBLEMS.items()]))
 
 

@@ -101,9 +101,9 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
             x = (load_dicom(path, channels=spec.channels) if dicom else load_file(path, channels=spec.channels))
             x = resize(x, spec.size)[None].clamp(0, 1)
         else:
-            if index < 0:
-                raise ValueError(f"--index must be >= 0, got {index}")
-            x = spec.images("test", index + 1)[index:index + 1]
+            if index < 0 or (spec.depth and index != 0):
+                raise ValueError(f"--index must be >= 0 (0 for the volume problem {spec.name}), got {index}")
+            x = spec.images("test", 1) if spec.depth else spec.images("test", index + 1)[index:index + 1]
         pb = Problem.simulate(x, spec.operator(), spec.sigma_y, generator=torch.Generator().manual_seed(seed))
     else:
         if operator is None:
@@ -118,6 +118,10 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
     if not os.access(out_dir, os.W_OK):
         raise PermissionError(f"cannot write to the output directory {out_dir!r}")
     net = load_prior(prior_name)
+    if problem is not None and spec.depth:  # a volume: the 2D prior slice by slice (use --solver mbir for z coupling)
+        from .priors import SliceStackPrior
+
+        net = SliceStackPrior(net, chunk_size=8)
     result = solve(pb, net, SOLVERS[solver](), steps=steps, num_samples=samples,
                    generator=torch.Generator().manual_seed(seed), progress=progress)
     x_hat = result.x_hat.clamp(0, 1)
@@ -126,14 +130,15 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
     panels = {}
     scores = {}
     if pb.x_true is not None:
-        panels["truth"] = pb.x_true[0]
+        panels["truth"] = pb.x_true[pb.x_true.shape[0] // 2]
         scores = {"psnr": float(psnr(x_hat, pb.x_true).mean()), "ssim": float(ssim(x_hat, pb.x_true).mean()),
                   "psnr_pinv": float(psnr(back, pb.x_true).mean())}
-    panels["A†y"] = back[0]
-    panels[solver] = x_hat[0]
+    mid = x_hat.shape[0] // 2  # the middle image of the batch (the middle slice of a volume)
+    panels["A†y"] = back[mid]
+    panels[solver] = x_hat[mid]
     extra = {}
     if result.std is not None:
-        std = result.std[0].mean(0)
+        std = result.std[mid].mean(0)
         panels["posterior std"] = std
         extra = dict(cmaps={"posterior std": "magma"}, ranges={"posterior std": (0.0, float(std.max().clamp_min(1e-6)))})
     npy = _atomic_save(out_dir, "reconstruction.npy", lambda p: np.save(open(p, "wb"), x_hat.numpy()))

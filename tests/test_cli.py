@@ -86,3 +86,13 @@ def test_solve_own_measurement_and_its_errors(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (argv, err)
         assert not os.path.exists(argv[argv.index("--out") + 1])  # nothing written
+
+
+def test_solve_volume_problem_with_mbir(tmp_path, capsys):
+    import numpy as np
+
+    assert main(["solve", "--problem", "ct3d-sparse-8", "--solver", "mbir", "--steps", "2", "--out", str(tmp_path),
+                 "--no-progress"]) == 0
+    assert np.load(tmp_path / "reconstruction.npy").shape == (32, 1, 64, 64)
+    assert main(["solve", "--problem", "ct3d-sparse-8", "--index", "1", "--out", str(tmp_path / "x")]) == 2
+    assert "--index" in capsys.readouterr().err

@@ -8,7 +8,7 @@ from invdiff.priors import load_prior
 from invdiff.problems import PROBLEMS, get_problem
 
 EXPECTED = {"ct-sparse-8", "ct-sparse-32", "ct-limited-90", "mri-4x", "mri-8x", "deblur-gauss", "deblur-motion",
-            "inpaint-box", "inpaint-random-70", "sr-4x"}
+            "inpaint-box", "inpaint-random-70", "sr-4x", "ct3d-sparse-8", "mri3d-4x"}
 
 
 def test_registry_holds_the_named_problems():
@@ -18,11 +18,12 @@ def test_registry_holds_the_named_problems():
 @pytest.mark.parametrize("name", sorted(PROBLEMS))
 def test_problem_matches_its_prior_and_is_seeded(name):
     spec = PROBLEMS[name]
-    a, b = spec.make("test", 2, seed=3), spec.make("test", 2, seed=3)
+    n = 1 if spec.depth else 2
+    a, b = spec.make("test", n, seed=3), spec.make("test", n, seed=3)
     assert torch.equal(a.y, b.y) and torch.equal(a.x_true, b.x_true)
-    assert a.x_true.shape == (2, spec.channels, spec.size, spec.size)
+    assert a.x_true.shape == (spec.depth or 2, spec.channels, spec.size, spec.size)
     assert 0 <= float(a.x_true.min()) and float(a.x_true.max()) <= 1
-    val = spec.images("validation", 2)
+    val = spec.images("validation", n)
     assert not torch.equal(val, a.x_true)  # disjoint splits
     prior = load_prior(spec.prior)
     prior.check_input(a.x_true)  # the prior accepts the problem's images
@@ -31,6 +32,8 @@ def test_problem_matches_its_prior_and_is_seeded(name):
 def test_bad_names_and_splits(capsys):
     with pytest.raises(ValueError, match="known problems: ct-sparse-8"):
         get_problem("ct-sparse-9")
+    with pytest.raises(ValueError, match="volume problem"):
+        PROBLEMS["ct3d-sparse-8"].make("test", 2)
     with pytest.raises(ValueError, match="split"):
         PROBLEMS["sr-4x"].images("train", 1)
     assert main(["problems"]) == 0

@@ -6,6 +6,9 @@ batches for two disjoint splits: ``"validation"`` (for tuning hyperparameters) a
 
 * CT problems — body phantoms with CT contrast; MRI problems — with MRI contrast. Validation
   seed 555, test seed 777; neither overlaps the ``phantom64`` training pool (seed 10000).
+* Volume problems (``ct3d-sparse-8``, ``mri3d-4x``) — one :func:`invdiff.data.body_volume` of
+  32 slices per problem (``n = 1``), solved with :class:`invdiff.solvers.MBIR` on a
+  :class:`invdiff.priors.SliceStackPrior`.
 * Restoration problems — 64×64 RGB crops of scikit-image photographs: validation crops from the
   ``photo64`` training photographs, test crops from the held-out ones (chelsea, rocket).
 
@@ -36,10 +39,11 @@ class ProblemSpec:
     description: str
     operator: Callable[[], object]
     sigma_y: float
-    data: str               # "phantoms-ct" | "phantoms-mri" | "photos"
+    data: str               # "phantoms-ct" | "phantoms-mri" | "photos" | "volume-ct" | "volume-mri"
     prior: str              # shipped prior name (invdiff.priors.load_prior)
     size: int = 64
     metrics: tuple = ("psnr", "ssim")
+    depth: int | None = None  # volumes: one (depth, C, H, W) volume per problem, slices on the batch axis
     presets: dict = field(default_factory=dict)  # solver name -> hyperparameters tuned on "validation"
 
     @property
@@ -56,6 +60,13 @@ class ProblemSpec:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be an integer >= 1, got {n!r}")
         g = torch.Generator().manual_seed(SPLIT_SEEDS[split])
+        if self.depth is not None:
+            from ..data import body_volume
+
+            if n != 1:
+                raise ValueError(f"{self.name} is a volume problem: its batch is the {self.depth} slices of one "
+                                 f"volume, so n must be 1, got {n}")
+            return body_volume(self.depth, self.size, self.data.split("-")[1], generator=g)
         if self.data == "photos":
             names = PHOTO_HELD_OUT if split == "test" else PHOTO_TRAIN
             return photo_crops(names, n, self.size, g)
@@ -82,6 +93,8 @@ def _ops():
         "inpaint-box": lambda: op.box_inpainting((3, 64, 64)),
         "inpaint-random-70": lambda: op.random_inpainting((3, 64, 64), 0.7, generator=g(70)),
         "sr-4x": lambda: op.super_resolution((3, 64, 64), 4),
+        "ct3d-sparse-8": lambda: op.volume_ct(64, 8),
+        "mri3d-4x": lambda: op.volume_mri(32, 64, 4.0, generator=g(43)),
     }
 
 
@@ -99,7 +112,11 @@ def _specs() -> dict:
         ("inpaint-random-70", "70 % of pixels missing at random", 0.01, "photos", "photo64"),
         ("sr-4x", "4× super-resolution, bicubic anti-aliasing", 0.01, "photos", "photo64"),
     ]
-    return {name: ProblemSpec(name, desc, ops[name], sigma_y, data, prior) for name, desc, sigma_y, data, prior in rows}
+    specs = {name: ProblemSpec(name, desc, ops[name], sigma_y, data, prior) for name, desc, sigma_y, data, prior in rows}
+    for name, desc, data in (("ct3d-sparse-8", "3D parallel-beam CT, 8 views per axial slice", "volume-ct"),
+                             ("mri3d-4x", "3D Cartesian MRI, 4×, an independent mask per slice", "volume-mri")):
+        specs[name] = ProblemSpec(name, desc, ops[name], 0.005, data, "phantom64", depth=32)
+    return specs
 
 
 PROBLEMS: dict[str, ProblemSpec] = _specs()
