@@ -122,7 +122,8 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
         from .priors import SliceStackPrior
 
         net = SliceStackPrior(net, chunk_size=8)
-    result = solve(pb, net, SOLVERS[solver](), steps=steps, num_samples=samples,
+    configured = spec.solver(solver) if problem is not None else SOLVERS[solver]()
+    result = solve(pb, net, configured, steps=steps, num_samples=samples,
                    generator=torch.Generator().manual_seed(seed), progress=progress)
     x_hat = result.x_hat.clamp(0, 1)
     with torch.no_grad():

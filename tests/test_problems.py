@@ -39,3 +39,24 @@ def test_bad_names_and_splits(capsys):
     assert main(["problems"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in EXPECTED)
+
+
+def test_presets_come_from_the_validation_tuning():
+    import json
+    from pathlib import Path
+
+    import invdiff.problems as problems
+
+    path = Path(problems.__file__).with_name("presets.json")
+    if not path.is_file():
+        pytest.skip("no tuned presets committed")
+    payload = json.loads(path.read_text())
+    assert payload["split"] == "validation"
+    for name, per_solver in payload["problems"].items():
+        spec = PROBLEMS[name]
+        for solver, c in per_solver.items():
+            assert spec.presets[solver] == c["params"]
+            best = max(g["psnr"] for g in c["grid"])
+            assert c["validation_psnr"] == best  # the chosen point is the grid's best
+            configured = spec.solver(solver)
+            assert all(getattr(configured, k) == v for k, v in c["params"].items())

@@ -45,6 +45,15 @@ class ProblemSpec:
     metrics: tuple = ("psnr", "ssim")
     depth: int | None = None  # volumes: one (depth, C, H, W) volume per problem, slices on the batch axis
     presets: dict = field(default_factory=dict)  # solver name -> hyperparameters tuned on "validation"
+                                                 # (invdiff/problems/presets.json, benchmarks/tune_presets.py)
+
+    def solver(self, name: str):
+        """Solver ``name`` with this problem's tuned preset (the solver's defaults where none was tuned)."""
+        from ..solvers import SOLVERS
+
+        if name not in SOLVERS:
+            raise ValueError(f"unknown solver {name!r}; known solvers: {', '.join(SOLVERS)}")
+        return SOLVERS[name](**self.presets.get(name, {}))
 
     @property
     def channels(self) -> int:
@@ -98,8 +107,21 @@ def _ops():
     }
 
 
+def _tuned_presets() -> dict:
+    """``{problem: {solver: params}}`` from ``presets.json`` (written by ``benchmarks/tune_presets.py``)."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).with_name("presets.json")
+    if not path.is_file():
+        return {}
+    problems = json.loads(path.read_text())["problems"]
+    return {name: {solver: dict(c["params"]) for solver, c in r.items()} for name, r in problems.items()}
+
+
 def _specs() -> dict:
     ops = _ops()
+    tuned = _tuned_presets()
     rows = [
         ("ct-sparse-8", "parallel-beam CT, 8 views over 180°", 0.005, "phantoms-ct", "phantom64"),
         ("ct-sparse-32", "parallel-beam CT, 32 views over 180°", 0.005, "phantoms-ct", "phantom64"),
@@ -112,7 +134,8 @@ def _specs() -> dict:
         ("inpaint-random-70", "70 % of pixels missing at random", 0.01, "photos", "photo64"),
         ("sr-4x", "4× super-resolution, bicubic anti-aliasing", 0.01, "photos", "photo64"),
     ]
-    specs = {name: ProblemSpec(name, desc, ops[name], sigma_y, data, prior) for name, desc, sigma_y, data, prior in rows}
+    specs = {name: ProblemSpec(name, desc, ops[name], sigma_y, data, prior, presets=tuned.get(name, {}))
+             for name, desc, sigma_y, data, prior in rows}
     for name, desc, data in (("ct3d-sparse-8", "3D parallel-beam CT, 8 views per axial slice", "volume-ct"),
                              ("mri3d-4x", "3D Cartesian MRI, 4×, an independent mask per slice", "volume-mri")):
         specs[name] = ProblemSpec(name, desc, ops[name], 0.005, data, "phantom64", depth=32)
