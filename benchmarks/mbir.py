@@ -75,9 +75,8 @@ def run_mbir(pb, prior, solver, steps, seed=0):
 
 def evaluate(name: str, prior, steps: int, depth: int) -> dict:
     val, test = make_problem(name, 555, 16), make_problem(name, 777, depth)
-    base = MBIR.preset("mri_cartesian" if name.startswith("mri") else "ct_sparse_view")
     tv_lam = max(TV_GRID, key=lambda lam: mean_psnr(score(tv(val, lam, axes="xyz"), val)))
-    grid = [(lam, rho) for lam, rho in MBIR_GRID]
+    grid = MBIR_GRID
     if name.startswith("mri"):
         grid = [(lam * 250, rho * 2) for lam, rho in MBIR_GRID]  # around the published MRI (0.005, 0.01)
     mbir_lr = max(grid, key=lambda p: mean_psnr(score(run_mbir(val, prior, MBIR(lam=p[0], rho=p[1]), steps)[0], val)))
@@ -93,12 +92,8 @@ def evaluate(name: str, prior, steps: int, depth: int) -> dict:
     x_mb, sec, nfe = run_mbir(test, prior, MBIR(lam=mbir_lr[0], rho=mbir_lr[1]), steps)
     rows[f"MBIR (λ={mbir_lr[0]:g}, ρ={mbir_lr[1]:g})"] = {**score(x_mb, test), "seconds": sec, "nfe": nfe}
     print(name, json.dumps(rows), flush=True)
-    images = {"truth": test.x_true, rows_key(rows, 0): x_cl, "2D-independent": x_2d, "MBIR": x_mb, "3D TV": x_tv}
-    return {"rows": rows, "images": images, "default": base}
-
-
-def rows_key(rows, i):
-    return list(rows)[i]
+    images = {"truth": test.x_true, list(rows)[0]: x_cl, "2D-independent": x_2d, "MBIR": x_mb, "3D TV": x_tv}
+    return {"rows": rows, "images": images}
 
 
 def _current_rss_mb() -> float:

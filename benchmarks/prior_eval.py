@@ -30,7 +30,7 @@ import torch
 from scipy import ndimage
 from skimage.restoration import denoise_tv_chambolle
 
-from invdiff.data import body_phantoms, dicom_sample, photo_crops, resize, sample_photo
+from invdiff.data import body_phantoms, dicom_sample, photo_crops, resize
 from invdiff.metrics import psnr
 from invdiff.priors import load_checkpoint, load_prior
 from invdiff.train import PHOTO_HELD_OUT, PHOTO_TRAIN

@@ -167,8 +167,8 @@ def _cmd_solvers(args, argv):
 
     rows = []
     for name, cls in SOLVERS.items():
-        doc = (cls.__module__ and __import__(cls.__module__, fromlist=["_"]).__doc__ or "").strip().splitlines()
-        rows.append((name, doc[0] if doc else cls.__name__))
+        doc = (sys.modules[cls.__module__].__doc__ or cls.__name__).strip().splitlines()
+        rows.append((name, doc[0]))
     print(_table(rows))
 
 

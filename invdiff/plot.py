@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import torch
+
+from .data.io import atomic_write
 
 __all__ = ["save_image_row"]
 
@@ -41,14 +40,7 @@ def save_image_row(images: dict, path: str, *, titles: dict | None = None, cmaps
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path

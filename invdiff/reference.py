@@ -23,14 +23,15 @@ __all__ = ["gaussian_dense", "gaussian_image", "mixture_dense"]
 D64 = torch.float64
 
 
-def gaussian_dense(d: int = 16, m: int = 4, sigma_y: float = 0.05, seed: int = 0):
+def gaussian_dense(d: int = 16, m: int = 4, sigma_y: float = 0.05, seed: int = 0, batch: int = 1):
     """Gaussian prior on vectors ``(1, 1, d)`` (mean 0.5, random covariance with a 0.01 floor)
-    and a random ``m × d`` Gaussian matrix with ``N(0, 1/d)`` entries."""
+    and a random ``m × d`` Gaussian matrix with ``N(0, 1/d)`` entries; ``batch`` independent
+    signals are measured (one posterior each)."""
     g = torch.Generator().manual_seed(seed)
     L = torch.randn(d, d, generator=g, dtype=D64) * 0.05 * (16 / d) ** 0.5
     prior = GaussianPrior(torch.full((1, 1, d), 0.5, dtype=D64), L @ L.T + 0.01 * torch.eye(d, dtype=D64))
     M = torch.randn(m, d, generator=g, dtype=D64) / d**0.5
-    x = prior.sample(1, generator=g)
+    x = prior.sample(batch, generator=g)
     pb = Problem.simulate(x, dense_operator((1, 1, d), M), sigma_y, generator=g)
     return prior, pb, prior.posterior(M, pb.y, sigma_y)
 

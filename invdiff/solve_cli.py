@@ -18,7 +18,6 @@ temporary names and renamed, so a failed run leaves no partial output.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 import torch
@@ -61,19 +60,6 @@ def _load_measurement(path: str, physics) -> torch.Tensor:
     return y
 
 
-def _atomic_save(out_dir: str, name: str, writer) -> str:
-    fd, tmp = tempfile.mkstemp(suffix=os.path.splitext(name)[1], dir=out_dir)
-    os.close(fd)
-    try:
-        writer(tmp)
-        final = os.path.join(out_dir, name)
-        os.replace(tmp, final)
-        return final
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, samples: int = 1, seed: int = 0,
               problem: str | None = None, index: int = 0, image: str | None = None, dicom: str | None = None,
               measurement: str | None = None, operator: str | None = None, size: int = 64,
@@ -81,7 +67,7 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
               prior: str | None = None, progress: bool = True) -> dict:
     """Run one reconstruction; returns paths and (when the truth is known) PSNR/SSIM."""
     from . import Problem, psnr, solve, ssim
-    from .data import load_dicom, load_file, resize
+    from .data import atomic_write, load_dicom, load_file, resize
     from .plot import save_image_row
     from .priors import load_prior
     from .problems import get_problem
@@ -142,6 +128,6 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
         std = result.std[mid].mean(0)
         panels["posterior std"] = std
         extra = dict(cmaps={"posterior std": "magma"}, ranges={"posterior std": (0.0, float(std.max().clamp_min(1e-6)))})
-    npy = _atomic_save(out_dir, "reconstruction.npy", lambda p: np.save(open(p, "wb"), x_hat.numpy()))
-    png = _atomic_save(out_dir, "reconstruction.png", lambda p: save_image_row(panels, p, **extra))
+    npy = atomic_write(os.path.join(out_dir, "reconstruction.npy"), lambda p: np.save(p, x_hat.numpy()))
+    png = save_image_row(panels, os.path.join(out_dir, "reconstruction.png"), **extra)
     return {"npy": npy, "png": png, "nfe": result.nfe, "seconds": result.seconds, **scores}

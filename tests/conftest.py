@@ -39,3 +39,16 @@ def inpainting_problem(smooth_prior):
         return pb, smooth_prior.posterior(op, pb.y, 0.02)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def blur_problem():
+    """``(prior, op, problem)``: 8×8 diagonal Gaussian prior, circular Gaussian blur (FFT SVD), sigma_y = 0.01."""
+    from invdiff import Problem
+    from invdiff.operators import gaussian_blur
+    from invdiff.priors import GaussianPrior
+
+    prior = GaussianPrior(torch.full((1, 8, 8), 0.5, dtype=torch.float64), torch.full((1, 8, 8), 0.05, dtype=torch.float64))
+    x = prior.sample(1, generator=torch.Generator().manual_seed(0))
+    op = gaussian_blur((1, 8, 8), 1.0, kernel_size=5).double()
+    return prior, op, Problem.simulate(x, op, 0.01, generator=torch.Generator().manual_seed(1))

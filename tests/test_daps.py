@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from invdiff import Problem, solve
-from invdiff.operators import dense_operator
 from invdiff.priors import GaussianPrior
+from invdiff.reference import gaussian_dense
 from invdiff.schedules import karras
 from invdiff.solvers import SOLVERS
 from invdiff.solvers.daps import DAPS
@@ -22,14 +22,9 @@ D64 = torch.float64
 
 @pytest.fixture(scope="module")
 def gaussian_problem():
-    g = torch.Generator().manual_seed(0)
-    d = 16
-    L = torch.randn(d, d, generator=g, dtype=D64) * 0.05
-    prior = GaussianPrior(torch.full((1, 1, d), 0.5, dtype=D64), L @ L.T + 0.01 * torch.eye(d, dtype=D64))
-    M = torch.randn(4, d, generator=g, dtype=D64) / d**0.5
-    x = prior.sample(1, generator=g)
-    pb = Problem.simulate(x, dense_operator((1, 1, d), M), 0.05, generator=g)
-    return prior, M, pb, prior.posterior(M, pb.y, 0.05)
+    """d = 16, 4 random measurements, sigma_y = 0.05; the matrix M is returned for the exact law."""
+    prior, pb, post = gaussian_dense(16, 4, 0.05)
+    return prior, pb.physics.matrix, pb, post
 
 
 def daps_law(prior, M, y, tau, solver: DAPS, sigmas):

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from invdiff import Problem, solve
-from invdiff.operators import ct_sparse_view, gaussian_blur
+from invdiff.operators import ct_sparse_view
 from invdiff.priors import GaussianPrior
 from invdiff.solvers import SOLVERS
 from invdiff.solvers.ddrm import DDRM
@@ -34,11 +34,9 @@ def test_ddrm_mean_approaches_the_exact_posterior_mean(smooth_prior, inpainting_
     assert (res.nfe, res.vjp) == (100, 0)
 
 
-def test_ddrm_on_fft_blur_gives_real_images_and_fits_the_data():
-    prior = GaussianPrior(torch.full((1, 8, 8), 0.5, dtype=D64), torch.full((1, 8, 8), 0.05, dtype=D64))
-    x = prior.sample(1, generator=torch.Generator().manual_seed(0))
-    op = gaussian_blur((1, 8, 8), 1.0, kernel_size=5).double()
-    pb = Problem.simulate(x, op, 0.01, generator=torch.Generator().manual_seed(1))
+def test_ddrm_on_fft_blur_gives_real_images_and_fits_the_data(blur_problem):
+    prior, op, pb = blur_problem
+    x = pb.x_true
     res = solve(pb, prior, DDRM(), steps=20, generator=torch.Generator().manual_seed(2), progress=False)
     assert res.x_hat.dtype == D64 and torch.isfinite(res.x_hat).all()
     assert float((op.A(res.x_hat) - pb.y).norm()) < 0.5 * float((op.A(torch.full_like(x, 0.5)) - pb.y).norm())

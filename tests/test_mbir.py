@@ -102,6 +102,9 @@ def test_mbir_contract_and_bad_input(slice_prior):
     res = solve(pb, SliceStackPrior(slice_prior, 2), MBIR(corrector=True, tv="xyz"), steps=3,
                 generator=torch.Generator().manual_seed(0), progress=False)
     assert res.x_hat.shape == (4, 1, 8, 8) and (res.nfe, res.vjp) == (6, 0)
+    res = solve(pb, SliceStackPrior(slice_prior, 2), MBIR(placement="xt"), steps=3,  # the paper's placement
+                generator=torch.Generator().manual_seed(0), progress=False)
+    assert torch.isfinite(res.x_hat).all()
 
 
 def test_body_volume_varies_along_z_and_is_seeded():

@@ -4,6 +4,7 @@ import torch
 from invdiff import Problem, solve
 from invdiff.operators import dense_operator
 from invdiff.priors import GaussianPrior
+from invdiff.reference import gaussian_dense
 from invdiff.solvers import SOLVERS
 from invdiff.solvers._resampling import ess, multinomial, stratified, systematic
 from invdiff.solvers.smc import SMC
@@ -13,14 +14,8 @@ D64 = torch.float64
 
 @pytest.fixture(scope="module")
 def gaussian_problem():
-    g = torch.Generator().manual_seed(0)
-    d = 16
-    L = torch.randn(d, d, generator=g, dtype=D64) * 0.05
-    prior = GaussianPrior(torch.full((1, 1, d), 0.5, dtype=D64), L @ L.T + 0.01 * torch.eye(d, dtype=D64))
-    A = torch.randn(4, d, generator=g, dtype=D64) / d**0.5
-    x = prior.sample(2, generator=g)
-    pb = Problem.simulate(x, dense_operator((1, 1, d), A), 0.05, generator=g)
-    return prior, pb, prior.posterior(A, pb.y, 0.05)
+    """d = 16, 4 random measurements, sigma_y = 0.05, two independent problems."""
+    return gaussian_dense(16, 4, 0.05, batch=2)
 
 
 def _errors(res, post):

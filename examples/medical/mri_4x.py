@@ -1,4 +1,4 @@
-"""Cartesian MRI at 4× acceleration: zero-filled, TV and DiffPIR with the shipped prior (4 posterior samples)."""
+"""Cartesian MRI at 4× acceleration: zero-filled, TV and DiffPIR (validation-tuned preset) with the shipped prior (4 posterior samples)."""
 
 import os
 import sys
@@ -11,10 +11,11 @@ from invdiff import psnr, solve  # noqa: E402
 from invdiff.plot import save_image_row  # noqa: E402
 from invdiff.priors import load_prior  # noqa: E402
 from invdiff.problems import get_problem  # noqa: E402
-from invdiff.solvers import DiffPIR, tv, zero_filled  # noqa: E402
+from invdiff.solvers import tv, zero_filled  # noqa: E402
 
-problem = get_problem("mri-4x").make("test", 1, seed=0)
-result = solve(problem, load_prior("phantom64"), DiffPIR(), steps=steps(100), num_samples=1 if FAST else 4,
+spec = get_problem("mri-4x")
+problem = spec.make("test", 1, seed=0)
+result = solve(problem, load_prior("phantom64"), spec.solver("diffpir"), steps=steps(100), num_samples=1 if FAST else 4,
                generator=torch.Generator().manual_seed(0))
 recons = {"zero-filled": zero_filled(problem), "TV": tv(problem), "DiffPIR": result.x_hat}
 for name, x in recons.items():

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["load_image", "load_dicom", "load_npy", "load_file", "load_folder", "sample_photo", "photo_crops",
+__all__ = ["load_image", "load_dicom", "load_npy", "load_file", "load_folder", "sample_photo", "photo_crops", "atomic_write",
            "sample_photo_names", "dicom_sample", "DICOM_SAMPLES", "resize"]
 
 # Photographs shipped inside scikit-image's wheel (skimage.data), colour or grey.
@@ -231,3 +231,23 @@ def photo_crops(names, n, size, generator):
         b = int(torch.randint(w - size + 1, (1,), generator=generator))
         out.append(lv[:, a:a + size, b:b + size])
     return torch.stack(out).clamp(0, 1)
+
+
+def atomic_write(path, writer) -> str:
+    """Call ``writer(tmp)`` on a temporary file next to ``path``, then rename it to ``path``.
+
+    An interrupted or failing write never leaves a partial file at ``path`` (nor the temporary).
+    """
+    import os
+    import tempfile
+
+    path = str(path)
+    fd, tmp = tempfile.mkstemp(suffix=os.path.splitext(path)[1], dir=os.path.dirname(os.path.abspath(path)))
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
