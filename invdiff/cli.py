@@ -127,6 +127,42 @@ def _cmd_solve(args, argv):
     print(f"wrote {out['npy']} and {out['png']}")
 
 
+def _add_bench(sub):
+    from .bench import DEFAULT_METHODS, METHODS
+
+    p = sub.add_parser(
+        "bench", help="benchmark solvers, deepinv's samplers and classical baselines on named problems",
+        description="Run every (problem, method) cell on the same test images and write results.json, "
+                    "results.md (PSNR/SSIM mean ± std, NFE, VJP, s/image, peak memory) and figures/<problem>.png "
+                    "into --out. Finished cells in an existing results.json are skipped, so an interrupted run "
+                    "resumes. Methods: " + ", ".join(f"{m.name} ({m.family})" for m in METHODS.values()) + ".")
+    p.add_argument("--problems", nargs="+", default=None,
+                   help="named problems (see `invdiff problems`); default: every 2D problem")
+    p.add_argument("--solvers", nargs="+", default=list(DEFAULT_METHODS), metavar="METHOD",
+                   help="methods to compare: invdiff solvers, deepinv-dps/-ddrm/-diffpir, pinv, tv; "
+                        "default: " + " ".join(DEFAULT_METHODS))
+    p.add_argument("--n-images", type=int, default=8, help="test images per problem (one batch); default 8")
+    p.add_argument("--seed", type=int, default=0, help="seed of the measurement noise and of every sampler")
+    p.add_argument("--steps", type=int, default=100, help="diffusion steps of every diffusion method; default 100")
+    p.add_argument("--jobs", type=int, default=1, help="cells run in parallel, each in its own process")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per cell")
+    p.add_argument("--out", required=True, help="output directory (created; an existing results.json is resumed)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args, argv):
+    from .bench import run_bench
+    from .problems import PROBLEMS
+
+    problems = args.problems or [n for n, p in PROBLEMS.items() if p.depth is None]
+    data = run_bench(problems, args.solvers, n_images=args.n_images, seed=args.seed, steps=args.steps,
+                     out=args.out, jobs=args.jobs, threads=args.threads, progress=not args.no_progress,
+                     command="invdiff " + " ".join(argv))
+    done = sum("psnr" in c for c in data["cells"].values())
+    print(f"{done} cells in {args.out}/results.json; tables in {args.out}/results.md, figures in {args.out}/figures/")
+
+
 def _table(rows: list[tuple[str, str]]) -> str:
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{a.ljust(width)}  {b}" for a, b in rows)
@@ -179,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_solve(sub)
     _add_train(sub)
     _add_lists(sub)
+    _add_bench(sub)
     return parser
 
 

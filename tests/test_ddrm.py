@@ -47,6 +47,12 @@ def test_ddrm_refuses_operators_without_svd():
     prior = GaussianPrior(torch.full((1, 16, 16), 0.5), torch.full((1, 16, 16), 0.05))
     with pytest.raises(ValueError, match="SVD"):
         solve(ct, prior, DDRM(), steps=3)
+    from invdiff.operators import mri_cartesian
+
+    mri = Problem.simulate(torch.rand(1, 1, 16, 16), mri_cartesian(16, 4.0, generator=torch.Generator().manual_seed(0)),
+                           0.01)
+    with pytest.raises(ValueError, match="real-input MRI"):  # deepinv's SVD of MRI acts on complex images
+        solve(mri, prior, DDRM(), steps=3)
     with pytest.raises(ValueError, match="eta"):
         DDRM(eta=1.5)
     assert SOLVERS["ddrm"] is DDRM

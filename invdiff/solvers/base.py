@@ -12,16 +12,27 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Solver", "State", "StepInfo", "CountingPrior", "require_svd", "real_part", "noise_like"]
+__all__ = ["Solver", "State", "StepInfo", "CountingPrior", "require_svd", "has_svd", "real_part", "noise_like"]
+
+
+def has_svd(physics) -> bool:
+    """Whether ``physics`` carries an SVD over the images it takes.
+
+    deepinv ``DecomposablePhysics`` do, except real-input MRI: its singular vectors (Fourier
+    modes) live on complex images, and the real-to-complex map has no SVD of that form.
+    """
+    import deepinv
+
+    return isinstance(physics, deepinv.physics.DecomposablePhysics) and not getattr(physics, "real_input", False)
 
 
 def require_svd(physics, solver: str, alternatives: str):
-    """Return ``physics`` if it has an SVD (deepinv ``DecomposablePhysics``), else a clear ``ValueError``."""
-    import deepinv
-
-    if not isinstance(physics, deepinv.physics.DecomposablePhysics):
+    """Return ``physics`` if it has an SVD (:func:`has_svd`), else a clear ``ValueError``."""
+    if not has_svd(physics):
+        why = ("real-input MRI (its SVD acts on complex images; build it with real_input=False)"
+               if getattr(physics, "real_input", False) else type(physics).__name__)
         raise ValueError(f"{solver} needs an operator with an SVD (deepinv DecomposablePhysics), got "
-                         f"{type(physics).__name__}; use {alternatives} for this operator")
+                         f"{why}; use {alternatives} for this operator")
     return physics
 
 

@@ -18,8 +18,8 @@ which is the official implementation's update (``algos/pgdm.py`` in NVlabs/RED-d
 coefficient ``(√ᾱ_s − c₂√ᾱ_t/√(1−ᾱ_t))·√ᾱ_t``) rewritten for VE iterates. ``r_σ²`` is
 ``σ_net²/(1 + σ_net²)`` on [−1, 1] images (unit data variance), i.e. ``σ²/(1 + 4σ²)`` here —
 exact for an isotropic Gaussian prior of variance 1/4. One network call and one VJP per step;
-needs an operator with an SVD (deepinv ``DecomposablePhysics``: inpainting, circular blur, MRI
-with a Cartesian mask).
+needs an operator with an SVD (deepinv ``DecomposablePhysics``: inpainting, circular blur, complex-input
+Cartesian MRI).
 
 ==========  ===========================================
 code        paper
