@@ -10,6 +10,7 @@ with the grid scores, and summarised in ``benchmarks/tune_presets.md``.
 Run::
 
     python benchmarks/tune_presets.py --jobs 2
+    python benchmarks/tune_presets.py --problems mri-4x mri-8x   # add or redo some
 """
 
 from __future__ import annotations
@@ -63,31 +64,48 @@ def tune_one(name: str, images: int, steps: int) -> dict:
     return out
 
 
+def _write(payload: dict, md_path: str) -> None:
+    with open(OUT_JSON, "w") as f:
+        json.dump(payload, f, indent=1)
+    lines = ["# Solver presets tuned on the validation split", "",
+             f"{payload['images']} validation images per problem, {payload['steps']} steps, mean PSNR. "
+             "Commands (each adds or replaces the problems it names):", ""]
+    lines += [f"- `{c}`" for c in payload["commands"]]
+    lines += ["", "| problem | method | chosen | validation PSNR (dB) | grid |", "| --- | --- | --- | --- | --- |"]
+    for name, r in payload["problems"].items():
+        for method, c in r.items():
+            grid = ("(grid scores not kept: " + c["note"] + ")") if c.get("grid") is None else ", ".join(
+                f"{'/'.join(f'{v:.3g}' for v in g['params'].values())}: {g['psnr']:.2f}" for g in c["grid"])
+            lines.append(f"| {name} | {method} | {c['params']} | {c['validation_psnr']:.2f} | {grid} |")
+    with open(md_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def main(argv=None):
     from invdiff.problems import PROBLEMS
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--problems", nargs="+", help="tune only these (merged into presets.json); default: all 2D")
     ap.add_argument("--images", type=int, default=2)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--out", default="benchmarks/tune_presets.md")
     args = ap.parse_args(argv)
-    names = [n for n, p in PROBLEMS.items() if p.depth is None]
-    with ProcessPoolExecutor(args.jobs) as pool:
-        results = dict(zip(names, pool.map(tune_one, names, [args.images] * len(names), [args.steps] * len(names))))
-    payload = {"command": "python benchmarks/tune_presets.py " + " ".join(sys.argv[1:] if argv is None else argv),
-               "split": "validation", "images": args.images, "steps": args.steps, "problems": results}
-    with open(OUT_JSON, "w") as f:
-        json.dump(payload, f, indent=1)
-    lines = ["# Solver presets tuned on the validation split", "", f"Command: `{payload['command']}` "
-             f"({args.images} validation images per problem, {args.steps} steps, mean PSNR).", "",
-             "| problem | solver | chosen | validation PSNR (dB) | grid |", "| --- | --- | --- | --- | --- |"]
-    for name, r in results.items():
-        for solver, c in r.items():
-            grid = ", ".join(f"{'/'.join(f'{v:.3g}' for v in g['params'].values())}: {g['psnr']:.2f}" for g in c["grid"])
-            lines.append(f"| {name} | {solver} | {c['params']} | {c['validation_psnr']:.2f} | {grid} |")
-    with open(args.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    names = args.problems or [n for n, p in PROBLEMS.items() if p.depth is None]
+    command = "python benchmarks/tune_presets.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    payload = {"split": "validation", "images": args.images, "steps": args.steps, "commands": [], "problems": {}}
+    if args.problems and os.path.isfile(OUT_JSON):
+        with open(OUT_JSON) as f:
+            old = json.load(f)
+        if (old.get("images"), old.get("steps")) == (args.images, args.steps):
+            payload["commands"] = old.get("commands", [])
+            payload["problems"] = old["problems"]
+    payload["commands"].append(command)
+    with ProcessPoolExecutor(args.jobs) as pool:  # each problem is saved as soon as it is done
+        for name, result in zip(names, pool.map(tune_one, names, [args.images] * len(names),
+                                                [args.steps] * len(names))):
+            payload["problems"][name] = result
+            _write(payload, args.out)
 
 
 if __name__ == "__main__":

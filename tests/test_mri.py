@@ -63,3 +63,19 @@ def test_per_slice_masks_differ_and_fix_depth(gen):
 def test_shared_mask_volume(gen):
     op = volume_mri(5, 32, 4, masks="shared", generator=gen)
     assert op.A(torch.rand(7, 1, 32, 32)).shape == (7, 2, 32, 32)
+
+
+def test_real_input_mri_prox_l2_solves_its_normal_equations():
+    """deepinv's SVD prox acts on complex images; real-input MRI solves (AᵀA + I/γ) x = Aᵀy + z/γ."""
+    import torch
+
+    from invdiff.operators import mri_cartesian
+
+    A = mri_cartesian(16, 4.0, generator=torch.Generator().manual_seed(0)).double()
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 1, 16, 16, dtype=torch.float64, generator=g)
+    y = A.A(x)
+    z = torch.rand(x.shape, dtype=torch.float64, generator=g)
+    p = A.prox_l2(z, y, 0.7)
+    residual = A.A_adjoint(A.A(p) - y) + (p - z) / 0.7
+    assert p.shape == z.shape and float(residual.norm() / z.norm()) < 1e-8

@@ -114,6 +114,17 @@ class _RealInputMixin(ShapeChecked):
         ``‖A x - y‖`` because ``‖A‖ <= 1``)."""
         return self.A_adjoint(y)
 
+    def prox_l2(self, z, y, gamma, **kwargs):
+        """``argmin_x ½‖A x − y‖² + ‖x − z‖²/(2γ)``. Real-input MRI has no Fourier-diagonal normal
+        operator (``AᵀA x = Re(F⁻¹ M F x)``), so deepinv's SVD prox does not apply; CG
+        (:func:`invdiff.solvers._cg.cg`) on ``(AᵀA + I/γ) x = Aᵀy + z/γ`` instead."""
+        if not self.real_input:
+            return super().prox_l2(z, y, gamma, **kwargs)
+        from ..solvers._cg import cg
+
+        rhs = self.A_adjoint(y) + z / gamma
+        return cg(lambda x: self.A_adjoint(self.A(x)) + x / gamma, rhs, z, max_iter=100, tol=1e-8)
+
 
 class _MRI(_RealInputMixin, deepinv.physics.MRI):
     pass
