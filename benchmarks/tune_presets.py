@@ -29,12 +29,12 @@ GRIDS = {
     "reddiff": {"lam": [0.05, 0.25, 1.0], "lr": [0.1, 0.3]},
     "deepinv-dps": {"weight": [30.0, 100.0, 300.0, 1000.0, 3000.0]},
     "deepinv-diffpir": {"lambda_": [0.3, 1.0, 3.0, 10.0], "zeta": [0.3, 1.0]},
-    "tv": {"lam": [0.3, 1.0, 3.0, 10.0, 30.0, 100.0]},
+    "tv": {"lam": [0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0]},
 }
 OUT_JSON = os.path.join(os.path.dirname(__file__), "..", "invdiff", "problems", "presets.json")
 
 
-def tune_one(name: str, images: int, steps: int) -> dict:
+def tune_one(name: str, images: int, steps: int, methods=None) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -48,7 +48,7 @@ def tune_one(name: str, images: int, steps: int) -> dict:
     prior = load_prior(spec.prior)
     out = {}
     for method, grid in GRIDS.items():
-        if not_applicable(method, spec):
+        if not_applicable(method, spec) or (methods and method not in methods):
             continue
         scores = []
         for values in itertools.product(*grid.values()):
@@ -86,6 +86,7 @@ def main(argv=None):
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--problems", nargs="+", help="tune only these (merged into presets.json); default: all 2D")
+    ap.add_argument("--methods", nargs="+", choices=sorted(GRIDS), help="tune only these methods (merged)")
     ap.add_argument("--images", type=int, default=2)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--jobs", type=int, default=1)
@@ -94,7 +95,7 @@ def main(argv=None):
     names = args.problems or [n for n, p in PROBLEMS.items() if p.depth is None]
     command = "python benchmarks/tune_presets.py " + " ".join(sys.argv[1:] if argv is None else argv)
     payload = {"split": "validation", "images": args.images, "steps": args.steps, "commands": [], "problems": {}}
-    if args.problems and os.path.isfile(OUT_JSON):
+    if (args.problems or args.methods) and os.path.isfile(OUT_JSON):
         with open(OUT_JSON) as f:
             old = json.load(f)
         if (old.get("images"), old.get("steps")) == (args.images, args.steps):
@@ -103,8 +104,8 @@ def main(argv=None):
     payload["commands"].append(command)
     with ProcessPoolExecutor(args.jobs) as pool:  # each problem is saved as soon as it is done
         for name, result in zip(names, pool.map(tune_one, names, [args.images] * len(names),
-                                                [args.steps] * len(names))):
-            payload["problems"][name] = result
+                                                [args.steps] * len(names), [args.methods] * len(names))):
+            payload["problems"][name] = {**payload["problems"].get(name, {}), **result}
             _write(payload, args.out)
 
 

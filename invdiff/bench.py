@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,9 +86,24 @@ DEFAULT_METHODS = ("diffpir", "dps", "reddiff", "ddrm", "pigdm", "deepinv-dps", 
 
 
 def _check_method(name: str) -> Method:
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
-    return METHODS[name]
+    """The :class:`Method` of ``name``; ``"SOLVER:K"`` is the posterior mean of K samples of an
+    invdiff sampling solver (one batch of ``K·n``; NFE unchanged, time ≈ K times)."""
+    base, _, k = name.partition(":")
+    if base not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(METHODS)} "
+                         f"(SOLVER:K averages K samples of an invdiff solver)")
+    if not k:
+        return METHODS[base]
+    from .solvers import SOLVERS
+
+    m = METHODS[base]
+    if m.family != "invdiff" or not k.isdigit() or int(k) < 1 or not getattr(SOLVERS[base], "samples", True):
+        raise ValueError(f"{name!r}: SOLVER:K needs an invdiff sampling solver and an integer K >= 1")
+    return Method(name, m.family, f"{m.description} (mean of {k} samples)", m.needs_svd)
+
+
+def _samples(name: str) -> int:
+    return int(name.partition(":")[2] or 1)
 
 
 def not_applicable(method: str, spec) -> str | None:
@@ -146,11 +160,11 @@ def run_method(name: str, spec, problem, prior=None, *, steps: int = 100, seed: 
     reason = not_applicable(name, spec)
     if reason:
         raise ValueError(f"{name} cannot run on {spec.name}: {reason}")
-    params = dict(spec.presets.get(name, {}) if params is None else params)
+    params = dict(spec.presets.get(name.partition(":")[0], {}) if params is None else params)
     rss0 = _peak_rss_mb()
     if m.family == "invdiff":
-        res = solve(problem, prior, SOLVERS[name](**params), steps=steps,
-                    generator=torch.Generator().manual_seed(seed), progress=progress)
+        res = solve(problem, prior, SOLVERS[name.partition(":")[0]](**params), steps=steps,
+                    num_samples=_samples(name), generator=torch.Generator().manual_seed(seed), progress=progress)
         x, nfe, vjp, seconds = res.x_hat, res.nfe, res.vjp, res.seconds
     elif m.family == "deepinv":
         from .priors import to_deepinv
@@ -195,14 +209,14 @@ def _run_cell(problem: str, method: str, n_images: int, seed: int, steps: int, t
     torch.set_num_threads(threads)
     spec = get_problem(problem)
     pb = spec.make("test", n_images, seed=seed)
-    prior = load_prior(spec.prior) if METHODS[method].diffusion else None
+    prior = load_prior(spec.prior) if _check_method(method).diffusion else None
     out = run_method(method, spec, pb, prior, steps=steps, seed=seed)
     x = out["x_hat"]
     rec_dir = Path(out_dir) / "reconstructions" / problem
     rec_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(rec_dir / f"{method}.npy", lambda tmp: np.save(tmp, x[0].numpy()))
     atomic_write(rec_dir / "truth.npy", lambda tmp: np.save(tmp, pb.x_true[0].numpy()))
-    return {"problem": problem, "method": method, "family": METHODS[method].family,
+    return {"problem": problem, "method": method, "family": _check_method(method).family,
             "psnr": psnr(x, pb.x_true).tolist(), "ssim": ssim(x, pb.x_true).tolist(),
             "nfe": out["nfe"], "vjp": out["vjp"], "seconds_per_image": out["seconds"] / n_images,
             "peak_memory_mb": out["peak_memory_mb"], "params": out["params"]}
@@ -264,7 +278,7 @@ def run_bench(problems, methods=DEFAULT_METHODS, *, n_images: int = 8, seed: int
                 continue
             reason = not_applicable(m, spec)
             if reason:
-                data["cells"][key] = {"problem": spec.name, "method": m, "family": METHODS[m].family,
+                data["cells"][key] = {"problem": spec.name, "method": m, "family": _check_method(m).family,
                                       "not_applicable": reason}
             else:
                 todo.append((spec.name, m))
@@ -282,7 +296,7 @@ def run_bench(problems, methods=DEFAULT_METHODS, *, n_images: int = 8, seed: int
             except BrokenProcessPool:
                 raise
             except Exception as err:  # a diverging or failing method is a result, not the end of the run
-                rec = {"problem": p, "method": m, "family": METHODS[m].family,
+                rec = {"problem": p, "method": m, "family": _check_method(m).family,
                        "failed": f"{type(err).__name__}: {err}"}
                 shown = "failed"
             data["cells"][_cell_key(p, m)] = rec
@@ -307,7 +321,7 @@ def summary(data: dict, problem: str, methods) -> dict:
     best = {}
     for family in ("invdiff", "classical", "deepinv"):
         cells = [data["cells"][_cell_key(problem, m)] for m in methods
-                 if "psnr" in data["cells"].get(_cell_key(problem, m), {}) and METHODS[m].family == family]
+                 if "psnr" in data["cells"].get(_cell_key(problem, m), {}) and _check_method(m).family == family]
         if cells:
             c = max(cells, key=lambda c: _mean_std(c["psnr"])[0])
             best[family] = (c["method"], _mean_std(c["psnr"])[0], c["seconds_per_image"])

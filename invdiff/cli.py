@@ -139,7 +139,8 @@ def _add_bench(sub):
     p.add_argument("--problems", nargs="+", default=None,
                    help="named problems (see `invdiff problems`); default: every 2D problem")
     p.add_argument("--solvers", nargs="+", default=list(DEFAULT_METHODS), metavar="METHOD",
-                   help="methods to compare: invdiff solvers, deepinv-dps/-ddrm/-diffpir, pinv, tv; "
+                   help="methods to compare: invdiff solvers (SOLVER:K = mean of K posterior samples), "
+                        "deepinv-dps/-ddrm/-diffpir, pinv, tv; "
                         "default: " + " ".join(DEFAULT_METHODS))
     p.add_argument("--n-images", type=int, default=8, help="test images per problem (one batch); default 8")
     p.add_argument("--seed", type=int, default=0, help="seed of the measurement noise and of every sampler")

@@ -74,3 +74,17 @@ def test_run_method_deepinv_samplers_use_the_same_prior(inpainting_problem):
         assert out["x_hat"].shape == pb.x_true.shape and torch.isfinite(out["x_hat"]).all()
         assert out["nfe"] >= 4, name
     assert METHODS["deepinv-dps"].family == "deepinv" and METHODS["tv"].family == "classical"
+
+
+def test_posterior_mean_of_k_samples_method():
+    from invdiff.priors import load_prior
+
+    spec = get_problem("mri-4x")
+    pb = spec.make("test", 1, seed=0)
+    out = run_method("diffpir:3", spec, pb, load_prior(spec.prior), steps=2, seed=0)
+    assert out["x_hat"].shape == pb.x_true.shape and out["nfe"] == 2
+    one = run_method("diffpir", spec, pb, load_prior(spec.prior), steps=2, seed=0)["x_hat"]
+    assert not (out["x_hat"] - one).abs().max() < 1e-6  # an average, not the single sample
+    for bad in ("reddiff:2", "tv:2", "diffpir:0", "diffpir:x"):
+        with pytest.raises(ValueError, match="SOLVER:K"):
+            run_method(bad, spec, pb, None, steps=2)
