@@ -304,10 +304,19 @@ def run_bench(problems, methods=DEFAULT_METHODS, *, n_images: int = 8, seed: int
             bar.set_postfix_str(f"{p} {m}: {shown}")
             bar.update(1)
     bar.close()
-    names = [s.name for s in specs]
-    write_markdown(data, out_dir / "results.md", problems=names, methods=list(methods), command=command)
+    if command and command not in data.setdefault("commands", []):
+        data["commands"].append(command)
+        _save_json(path, data)
+    # the tables and figures cover every cell in the folder, from this run and earlier ones
+    from .problems import PROBLEMS
+
+    done = {c["problem"] for c in data["cells"].values()}
+    names = [n for n in PROBLEMS if n in done]
+    everything = list(methods) + [c["method"] for c in data["cells"].values() if c["method"] not in methods]
+    everything = list(dict.fromkeys(everything))
+    write_markdown(data, out_dir / "results.md", problems=names, methods=everything)
     for name in names:
-        save_figure(out_dir, name, [m for m in methods if "psnr" in data["cells"].get(_cell_key(name, m), {})])
+        save_figure(out_dir, name, [m for m in everything if "psnr" in data["cells"].get(_cell_key(name, m), {})])
     return data
 
 
@@ -328,15 +337,16 @@ def summary(data: dict, problem: str, methods) -> dict:
     return best
 
 
-def write_markdown(data: dict, path, *, problems, methods, command: str | None = None) -> str:
+def write_markdown(data: dict, path, *, problems, methods) -> str:
     """Tables of ``results.md`` (see the module docstring); returns the text."""
     from .data.io import atomic_write
     from .problems import get_problem
 
     cfg = data["config"]
     lines = ["# invdiff bench", ""]
-    if command:
-        lines += [f"Command: `{command}`", ""]
+    if data.get("commands"):
+        lines += ["Made by (in this order; a later command resumes the folder and adds its cells):", ""]
+        lines += [f"- `{c}`" for c in data["commands"]] + [""]
     lines += [f"{cfg['n_images']} test images per problem (split `test`), seed {cfg['seed']}, {cfg['steps']} steps "
               f"for every diffusion method; PSNR (dB) and SSIM as mean ± std over images; seconds and peak memory "
               f"per cell as measured in its own process (peak: growth of resident memory on CPU). "
