@@ -98,9 +98,11 @@ def main(argv=None):
     if (args.problems or args.methods) and os.path.isfile(OUT_JSON):
         with open(OUT_JSON) as f:
             old = json.load(f)
-        if (old.get("images"), old.get("steps")) == (args.images, args.steps):
-            payload["commands"] = old.get("commands", [])
-            payload["problems"] = old["problems"]
+        if (old.get("images"), old.get("steps")) != (args.images, args.steps):
+            sys.exit(f"{OUT_JSON} was tuned with --images {old.get('images')} --steps {old.get('steps')}; "
+                     f"merge with the same settings, or retune every problem (no --problems/--methods)")
+        payload["commands"] = old.get("commands", [])
+        payload["problems"] = old["problems"]
     payload["commands"].append(command)
     with ProcessPoolExecutor(args.jobs) as pool:  # each problem is saved as soon as it is done
         for name, result in zip(names, pool.map(tune_one, names, [args.images] * len(names),

@@ -58,6 +58,12 @@ class Method:
     family: str
     description: str
     needs_svd: bool = False
+    samples: int = 1  # "SOLVER:K": posterior mean of K samples
+
+    @property
+    def base(self) -> str:
+        """The method's name without a ``:K`` suffix (the key of its solver and tuned preset)."""
+        return self.name.partition(":")[0]
 
     @property
     def diffusion(self) -> bool:
@@ -99,11 +105,7 @@ def _check_method(name: str) -> Method:
     m = METHODS[base]
     if m.family != "invdiff" or not k.isdigit() or int(k) < 1 or not getattr(SOLVERS[base], "samples", True):
         raise ValueError(f"{name!r}: SOLVER:K needs an invdiff sampling solver and an integer K >= 1")
-    return Method(name, m.family, f"{m.description} (mean of {k} samples)", m.needs_svd)
-
-
-def _samples(name: str) -> int:
-    return int(name.partition(":")[2] or 1)
+    return Method(name, m.family, f"{m.description} (mean of {k} samples)", m.needs_svd, int(k))
 
 
 def not_applicable(method: str, spec) -> str | None:
@@ -124,8 +126,8 @@ def _deepinv_sampler(name: str, denoiser, problem, steps: int, seed: int, params
     import numpy as np
 
     if name == "deepinv-dps":
-        sampler = deepinv.sampling.DPS(denoiser, num_steps=steps + 1, weight=params.get("weight", 1.0),
-                                       dtype=problem.y.dtype, rng=torch.Generator().manual_seed(seed))
+        sampler = deepinv.sampling.DPS(denoiser, num_steps=steps + 1, dtype=problem.y.dtype,
+                                       rng=torch.Generator().manual_seed(seed), **params)
         shape = (problem.y.shape[0],) + tuple(problem.img_shape)
         return lambda: sampler(problem.y, problem.physics, x_init=shape)
     if name == "deepinv-ddrm":
@@ -160,11 +162,11 @@ def run_method(name: str, spec, problem, prior=None, *, steps: int = 100, seed: 
     reason = not_applicable(name, spec)
     if reason:
         raise ValueError(f"{name} cannot run on {spec.name}: {reason}")
-    params = dict(spec.presets.get(name.partition(":")[0], {}) if params is None else params)
+    params = dict(spec.presets.get(m.base, {}) if params is None else params)
     rss0 = _peak_rss_mb()
     if m.family == "invdiff":
-        res = solve(problem, prior, SOLVERS[name.partition(":")[0]](**params), steps=steps,
-                    num_samples=_samples(name), generator=torch.Generator().manual_seed(seed), progress=progress)
+        res = solve(problem, prior, SOLVERS[m.base](**params), steps=steps, num_samples=m.samples,
+                    generator=torch.Generator().manual_seed(seed), progress=progress)
         x, nfe, vjp, seconds = res.x_hat, res.nfe, res.vjp, res.seconds
     elif m.family == "deepinv":
         from .priors import to_deepinv
@@ -179,11 +181,9 @@ def run_method(name: str, spec, problem, prior=None, *, steps: int = 100, seed: 
         t0 = time.perf_counter()
         if name == "tv":
             x = baselines.tv(problem, params.get("lam"), iters=params.get("iters", 300))
-        elif spec.data.startswith("phantoms-ct"):
+        elif hasattr(problem.physics, "fbp"):  # CT
             x = baselines.fbp(problem)
-        elif spec.data.startswith("phantoms-mri"):
-            x = baselines.zero_filled(problem)
-        else:
+        else:  # zero-filled for MRI (its A_dagger), deepinv's pseudo-inverse otherwise
             with torch.no_grad():
                 x = problem.physics.A_dagger(problem.y)
         seconds, nfe, vjp = time.perf_counter() - t0, 0, 0
@@ -257,7 +257,7 @@ def run_bench(problems, methods=DEFAULT_METHODS, *, n_images: int = 8, seed: int
 
     from tqdm import tqdm
 
-    from .problems import get_problem
+    from .problems import PROBLEMS, get_problem
 
     for name, value in (("n_images", n_images), ("steps", steps), ("jobs", jobs), ("threads", threads)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -308,8 +308,6 @@ def run_bench(problems, methods=DEFAULT_METHODS, *, n_images: int = 8, seed: int
         data["commands"].append(command)
         _save_json(path, data)
     # the tables and figures cover every cell in the folder, from this run and earlier ones
-    from .problems import PROBLEMS
-
     done = {c["problem"] for c in data["cells"].values()}
     names = [n for n in PROBLEMS if n in done]
     everything = list(methods) + [c["method"] for c in data["cells"].values() if c["method"] not in methods]

@@ -84,7 +84,7 @@ def test_posterior_mean_of_k_samples_method():
     out = run_method("diffpir:3", spec, pb, load_prior(spec.prior), steps=2, seed=0)
     assert out["x_hat"].shape == pb.x_true.shape and out["nfe"] == 2
     one = run_method("diffpir", spec, pb, load_prior(spec.prior), steps=2, seed=0)["x_hat"]
-    assert not (out["x_hat"] - one).abs().max() < 1e-6  # an average, not the single sample
+    assert (out["x_hat"] - one).abs().max() > 1e-3  # an average of 3 draws, not the single sample
     for bad in ("reddiff:2", "tv:2", "diffpir:0", "diffpir:x"):
         with pytest.raises(ValueError, match="SOLVER:K"):
             run_method(bad, spec, pb, None, steps=2)
