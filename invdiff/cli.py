@@ -30,6 +30,8 @@ def _add_train(sub):
     p.add_argument("--base", type=int, default=16, help="UNet base channel count")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation and data")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--device", default="cpu", help="torch device for the network, e.g. 'cuda' (data and "
+                   "noise are drawn on the CPU from the seeded generator, so runs match across devices)")
     p.add_argument("--ckpt-minutes", type=float, default=5.0, help="minutes between checkpoints")
     p.add_argument("--max-minutes", type=float, default=0.0,
                    help="stop (after saving) when this many minutes have passed in this run; 0: no limit")
@@ -51,7 +53,7 @@ def _cmd_train(args, argv):
         raise CLIError(f"--steps must be >= 1, got {args.steps}")
     cfg = TrainConfig(data=args.data, size=args.size, channels=args.channels, steps=args.steps,
                       batch=args.batch, lr=args.lr, base=args.base, seed=args.seed,
-                      threads=args.threads, ckpt_minutes=args.ckpt_minutes, init=args.init,
+                      threads=args.threads, device=args.device, ckpt_minutes=args.ckpt_minutes, init=args.init,
                       color_aug=not args.no_color_aug, stop_after=args.stop_after,
                       max_minutes=args.max_minutes, out=args.out,
                       command="invdiff " + " ".join(shlex.quote(a) for a in argv if a != "--resume"))

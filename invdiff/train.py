@@ -62,6 +62,7 @@ class TrainConfig:
     blocks: int = 1
     attention_levels: tuple = (3,)
     threads: int = 0
+    device: str = "cpu"             # torch device of the network; data and noise are drawn on the CPU
     ckpt_minutes: float = 5.0
     max_minutes: float = 0.0        # 0: no limit; otherwise stop (and save) after this long
     out: str = "prior.safetensors"
@@ -158,11 +159,18 @@ def _metadata(cfg: TrainConfig, step: int, seconds: float) -> dict:
         "data_range": "[0, 1]",
         "steps": str(step),
         "train_seconds": f"{seconds:.0f}",
-        "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU thread(s)",
+        "hardware": _hardware(cfg.device),
         "command": cfg.command,
         "init": cfg.init,
         "init_sha256": _sha256(cfg.init) if cfg.init else "",
     }
+
+
+def _hardware(device: str) -> str:
+    cpu = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU thread(s)"
+    if torch.device(device).type == "cuda":
+        return f"{torch.cuda.get_device_name(torch.device(device))} GPU; data on {cpu}"
+    return cpu
 
 
 def _sha256(path) -> str:
@@ -182,7 +190,16 @@ def export_safetensors(prior: EDMPrior, path, metadata: dict) -> None:
 
 
 def _save_ckpt(path, net, ema, opt, generator, step, seconds):
-    state = {"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+    def cpu(tree):
+        if isinstance(tree, torch.Tensor):
+            return tree.detach().cpu()
+        if isinstance(tree, dict):
+            return {k: cpu(v) for k, v in tree.items()}
+        if isinstance(tree, (list, tuple)):
+            return type(tree)(cpu(v) for v in tree)
+        return tree
+
+    state = {"net": cpu(net.state_dict()), "ema": cpu(ema.state_dict()), "opt": cpu(opt.state_dict()),
              "generator": generator.get_state(), "step": step, "seconds": seconds}
     tmp = str(path) + ".tmp"
     torch.save(state, tmp)
@@ -205,6 +222,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
 
     torch.manual_seed(cfg.seed)  # parameter initialisation only; data uses `generator`
     generator = torch.Generator().manual_seed(cfg.seed)
+    device = torch.device(cfg.device)
     net = UNet(cfg.unet_config())
     ema = UNet(cfg.unet_config())
     if cfg.init:
@@ -216,10 +234,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
         net.load_state_dict(start.net.state_dict())
     ema.load_state_dict(net.state_dict())
     ema.requires_grad_(False)
+    net.to(device)
+    ema.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, seconds = 0, 0.0
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=True)
+        state = torch.load(ckpt_path, weights_only=True, map_location="cpu")
         net.load_state_dict(state["net"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
@@ -242,6 +262,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
         sigma = torch.exp(cfg.p_mean + cfg.p_std * torch.randn(cfg.batch, generator=generator))
         sigma = sigma.clamp(cfg.sigma_min, cfg.sigma_max)
         noise = torch.randn(x0.shape, generator=generator)
+        x0, sigma, noise = x0.to(device), sigma.to(device), noise.to(device)
         s4 = sigma[:, None, None, None]
         denoised = prior.denoise(x0 + s4 * noise, sigma)
         loss = (prior.loss_weight(s4) * (denoised - x0) ** 2).mean()

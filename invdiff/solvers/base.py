@@ -97,10 +97,11 @@ class Solver:
 
 
 class CountingPrior:
-    """Proxy counting ``denoise`` calls (NFE), calls on inputs that require grad (VJP), and their time.
+    """Proxy counting ``denoise`` calls (NFE), backward passes through them (VJP), and their time.
 
-    A call whose input requires grad is counted as one VJP: every solver in invdiff
-    back-propagates through such a call exactly once. ``network_seconds`` is the time spent in
+    A VJP is counted each time a gradient travels back through a ``denoise`` call to its
+    input (a tensor hook on the input), so a call back-propagated through several times (SMC's
+    Jacobian twist) counts each pass, and a call never back-propagated counts none. ``network_seconds`` is the time spent in
     the network: its forward calls, plus — for VJP calls — the backward pass through it, timed
     from the moment the gradient reaches the network's output to the moment it reaches its
     input (tensor hooks), so operator and solver arithmetic are not counted.
@@ -118,13 +119,13 @@ class CountingPrior:
         out = self._prior.denoise(x, sigma)
         self.network_seconds += time.perf_counter() - t
         if torch.is_grad_enabled() and x.requires_grad:
-            self.vjp += 1
             start = []
             out.register_hook(lambda g: start.append(time.perf_counter()))
             x.register_hook(lambda g: self._backward_done(start))
         return out
 
     def _backward_done(self, start: list) -> None:
+        self.vjp += 1
         if start:
             self.network_seconds += time.perf_counter() - start.pop()
 

@@ -13,7 +13,22 @@ Model. ``K`` particles per problem follow the prior's reverse kernel (DDIM(η) i
           ρ_σ^2 = \\frac{τ^2 σ^2}{τ^2 + σ^2},
 
 a tempered log-likelihood at the denoised estimate (``ρ_σ²`` is ``Var[x0 | x_σ]`` of a
-Gaussian prior of variance ``τ²``; it vanishes as ``σ → 0``). One step from ``σ`` to ``σ'``:
+Gaussian prior of variance ``τ²``; it vanishes as ``σ → 0``). With ``cov="jacobian"`` the isotropic
+``ρ_σ² I`` is replaced by Tweedie's second moment ``Cov[x0 | x_σ] = σ² J``, ``J = ∂x̂0/∂x``
+(the moment projection of Boys et al., "Tweedie Moment Projected Diffusions for Inverse
+Problems", TMLR 2024):
+
+.. math:: r_σ(x) = -\tfrac12\, ρᵀ S_σ^{-1} ρ,\quad ρ = y - A\hat x_0(x),\quad
+          S_σ = σ_y^2 I + σ^2 A J Aᵀ,
+
+with ``S_σ⁻¹ρ`` from ``cg_iters`` conjugate-gradient steps, each one VJP through the network
+(``Jᵀ = J`` for an exact denoiser), and the twist gradient ``λ Jᵀ Aᵀ S_σ⁻¹ ρ`` (``S_σ`` held
+fixed). For a Gaussian prior this is the exact ``log p(y | x_σ)`` (up to a constant), so the
+weights stay nearly uniform; the isotropic twist ignores the prior's correlations, which on
+correlated image priors leaves the weights uneven and the particle system degenerate (see
+``benchmarks/smc_particles.md``). For a network ``J`` is only approximately symmetric and
+positive; the twist is then an approximation like any other, and the weights stay exact.
+One step from ``σ`` to ``σ'``:
 
 .. math::
     x' &\\sim q(x' \\mid x) = N\\big(μ(x) + σ_{up}^2 ∇_x λ r_σ(x),\\ σ_{up}^2 I\\big)
@@ -37,13 +52,16 @@ code                   paper
 ``lam``                λ (FK steering: reward weight; 1 for the posterior)
 ``potential``          FK steering potential type
 ``twist``              TDS gradient-twisted proposal (1 VJP per step) or not (0 VJP)
-``tau``                τ of the tempering ρ_σ² = τ²σ²/(τ² + σ²)
+``tau``                τ of the tempering ρ_σ² = τ²σ²/(τ² + σ²) (``cov="isotropic"``)
+``cov``                twist covariance: ``"isotropic"`` ρ_σ² I or ``"jacobian"`` σ² J
+``cg_iters``           CG iterations for S_σ⁻¹ρ (``cov="jacobian"``; one VJP each)
 ``log_w``              log importance weights, ``(N, K)``
 ``log_g``              Σ of log potentials along each particle's path
 =====================  ==========================================================
 
-Cost: one batched network call over all ``K·N`` particles per step (plus one VJP when
-twisting). Official FK defaults (λ = 10, K = 4, resampling every 5 steps) target reward
+Cost: one batched network call over all ``K·N`` particles per step, plus one VJP when
+twisting and at most ``cg_iters`` VJPs for the Jacobian twist covariance. The derivative-free
+mode (no VJP at all) is ``twist=False`` with ``cov="isotropic"``. Official FK defaults (λ = 10, K = 4, resampling every 5 steps) target reward
 steering, not posteriors; for inverse problems λ = 1, ESS-triggered resampling.
 Known bugs of the official code avoided here: weights accumulated across non-resampling steps,
 max-subtraction before exponentiating, and a deterministic kernel with resampling is refused.
@@ -55,13 +73,15 @@ from dataclasses import dataclass
 
 import torch
 
+from ._cg import cg
 from ._resampling import RESAMPLING, ess
 from .base import noise_like, Solver, State
 from .ddim import ancestral_sigmas
 
-__all__ = ["SMC", "POTENTIALS"]
+__all__ = ["SMC", "POTENTIALS", "COVARIANCES"]
 
 POTENTIALS = ("difference", "max", "sum", "current")
+COVARIANCES = ("isotropic", "jacobian")
 
 
 @dataclass
@@ -85,6 +105,8 @@ class SMC(Solver):
     potential: str = "difference"
     twist: bool = True
     tau: float = 0.25
+    cov: str = "isotropic"
+    cg_iters: int = 5
     eta: float = 1.0
     ess_threshold: float = 0.5
     resampling: str = "systematic"
@@ -94,6 +116,10 @@ class SMC(Solver):
             raise ValueError(f"particles must be an integer >= 1, got {self.particles!r}")
         if self.potential not in POTENTIALS:
             raise ValueError(f"potential must be one of {POTENTIALS}, got {self.potential!r}")
+        if self.cov not in COVARIANCES:
+            raise ValueError(f"cov must be one of {COVARIANCES}, got {self.cov!r}")
+        if isinstance(self.cg_iters, bool) or not isinstance(self.cg_iters, int) or self.cg_iters < 1:
+            raise ValueError(f"cg_iters must be an integer >= 1, got {self.cg_iters!r}")
         if self.resampling not in RESAMPLING:
             raise ValueError(f"resampling must be one of {sorted(RESAMPLING)}, got {self.resampling!r}")
         if not (0 <= self.eta <= 1):
@@ -105,7 +131,10 @@ class SMC(Solver):
             raise ValueError("need tau > 0, lam >= 0 and 0 <= ess_threshold <= 1")
 
     def cost(self, steps):
-        return steps, (steps if self.twist else 0)
+        """NFE and VJP; with ``cov="jacobian"`` the VJP count is an upper bound (CG stops at
+        convergence, e.g. after ``m`` iterations for ``m`` measurements)."""
+        per_step = int(self.twist) + (self.cg_iters if self.cov == "jacobian" else 0)
+        return steps, steps * per_step
 
     # -- pieces --------------------------------------------------------------------------
 
@@ -115,16 +144,28 @@ class SMC(Solver):
         return -(resid**2).sum(1) / (2 * (problem.sigma_y**2 + rho2))
 
     def _evaluate(self, problem, prior, y_rep, x, sigma):
-        """x̂0, reward and (when twisting) ∇_x λ r at noise level ``sigma`` (1 NFE, ≤ 1 VJP)."""
-        if not self.twist:
+        """x̂0, reward and (when twisting) ∇_x λ r at noise level ``sigma`` (1 NFE; VJPs: 1 for
+        the twist, up to ``cg_iters`` for the Jacobian covariance)."""
+        if not self.twist and self.cov == "isotropic":
             with torch.no_grad():
                 x0 = prior.denoise(x, sigma)
                 return x0, self._reward(problem, y_rep, x0, sigma), None
         xg = x.detach().requires_grad_(True)
         with torch.enable_grad():
             x0 = prior.denoise(xg, sigma)
-            r = self._reward(problem, y_rep, x0, sigma)
-            grad = torch.autograd.grad(self.lam * r.sum(), xg)[0]
+            if self.cov == "isotropic":
+                r = self._reward(problem, y_rep, x0, sigma)
+                grad = torch.autograd.grad(self.lam * r.sum(), xg)[0]
+                return x0.detach(), r.detach(), grad
+
+            def vjp(v):  # Jᵀ v, J = ∂x̂0/∂x
+                return torch.autograd.grad(x0, xg, grad_outputs=v, retain_graph=True)[0]
+
+            A, At = problem.physics.A, problem.physics.A_adjoint
+            resid = (y_rep - A(x0)).detach()
+            u = cg(lambda v: problem.sigma_y**2 * v + sigma**2 * A(vjp(At(v))), resid, max_iter=self.cg_iters)
+            r = -0.5 * (resid * u).flatten(1).sum(1)
+            grad = self.lam * vjp(At(u)) if self.twist else None
         return x0.detach(), r.detach(), grad
 
     def _log_potential(self, reward, stat):
