@@ -18,7 +18,7 @@ Gaussian prior of variance ``τ²``; it vanishes as ``σ → 0``). With ``cov="j
 (the moment projection of Boys et al., "Tweedie Moment Projected Diffusions for Inverse
 Problems", TMLR 2024):
 
-.. math:: r_σ(x) = -\tfrac12\, ρᵀ S_σ^{-1} ρ,\quad ρ = y - A\hat x_0(x),\quad
+.. math:: r_σ(x) = -\\tfrac12\\, ρᵀ S_σ^{-1} ρ,\\quad ρ = y - A\\hat x_0(x),\\quad
           S_σ = σ_y^2 I + σ^2 A J Aᵀ,
 
 with ``S_σ⁻¹ρ`` from ``cg_iters`` conjugate-gradient steps, each one VJP through the network
