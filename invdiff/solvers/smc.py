@@ -61,8 +61,12 @@ code                   paper
 
 Cost: one batched network call over all ``K·N`` particles per step, plus one VJP when
 twisting and at most ``cg_iters`` VJPs for the Jacobian twist covariance. The derivative-free
-mode (no VJP at all) is ``twist=False`` with ``cov="isotropic"``. Official FK defaults (λ = 10, K = 4, resampling every 5 steps) target reward
-steering, not posteriors; for inverse problems λ = 1, ESS-triggered resampling.
+mode (no VJP at all) is ``twist=False`` with ``cov="isotropic"``. The isotropic twist is the
+default (one VJP per step, as in TDS), but its ``τ`` must be tuned per problem; the Jacobian
+twist has nothing to tune and, for ~6× the backward passes, is far more accurate per step
+(``benchmarks/smc_particles.md``, ``benchmarks/solver_convergence.md``). Official FK defaults
+(λ = 10, K = 4, resampling every 5 steps) target reward steering, not posteriors; for inverse
+problems λ = 1, ESS-triggered resampling.
 Known bugs of the official code avoided here: weights accumulated across non-resampling steps,
 max-subtraction before exponentiating, and a deterministic kernel with resampling is refused.
 """
