@@ -222,7 +222,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
 
     torch.manual_seed(cfg.seed)  # parameter initialisation only; data uses `generator`
     generator = torch.Generator().manual_seed(cfg.seed)
-    device = torch.device(cfg.device)
+    try:
+        device = torch.device(cfg.device)
+    except RuntimeError as e:
+        raise ValueError(f"--device {cfg.device!r} is not a torch device ({e})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {cfg.device!r}: CUDA is not available on this machine; use --device cpu")
     net = UNet(cfg.unet_config())
     ema = UNet(cfg.unet_config())
     if cfg.init:

@@ -16,6 +16,16 @@ def tiny(tmp_path, **kw):
     return TrainConfig(**base)
 
 
+def test_device_errors_and_metadata(tmp_path):
+    with pytest.raises(ValueError, match="not a torch device"):
+        train(tiny(tmp_path, device="gpu7"), progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            train(tiny(tmp_path, device="cuda"), progress=False)
+    path = train(tiny(tmp_path, device="cpu", steps=1), progress=False)
+    assert "CPU thread" in load_checkpoint(path).metadata["hardware"]
+
+
 def test_train_writes_a_loadable_checkpoint(tmp_path):
     path = train(tiny(tmp_path), progress=False)
     prior = load_checkpoint(path)
@@ -76,8 +86,9 @@ def test_cli_train_and_errors(tmp_path, capsys):
     assert cli(["train", "--steps", "0", "--out", str(out)]) == 2
     assert cli(["train", "--data", "nowhere", "--steps", "1", "--out", str(out)]) == 2
     assert cli(["train", "--data", "folder:/does/not/exist", "--steps", "1", "--out", str(out)]) == 2
+    assert cli(["train", "--device", "gpu7", "--steps", "1", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("error:") == 3
+    assert "Traceback" not in err and err.count("error:") == 4 and "--device 'gpu7'" in err
 
 
 @pytest.fixture
