@@ -14,7 +14,8 @@ along rays, which shrinks the gradient), ``REDDiff()``, ``DiffPIR()``, ``DAPS()`
 DAPS-1K config; ``steps / 5`` annealing levels so that NFE matches), and ``SMC(particles=4, tau=0.05)``
 (one batched network call over the 4 particles per step: NFE counts calls, each on 4× the
 images; the tempering τ = 0.05 picked among 0.25, 0.05, 0.03 on the tuning phantoms — the default
-0.25 gives 21–23 dB here). Classical FBP and tuned-weight TV are given for reference.
+0.25 gives 21–23 dB here), and ``SMC(particles=4, cov="jacobian")``, whose twist covariance is
+Tweedie's σ²J (5 CG iterations, one VJP each; no τ to tune; run up to 200 NFE only, for time). Classical FBP and tuned-weight TV are given for reference.
 
 Run (resumable: finished cells are read back from the JSON file)::
 
@@ -46,6 +47,7 @@ SOLVER_SETTINGS = {
     "diffpir": (lambda: DiffPIR(), 1),
     "daps": (lambda: DAPS(), 5),        # NFE per annealing level
     "smc": (lambda: SMC(particles=4, tau=0.05), 1),
+    "smc-jacobian": (lambda: SMC(particles=4, cov="jacobian"), 1),
 }
 
 
@@ -88,13 +90,16 @@ def write_markdown(path: str, cells: dict, base: dict, args) -> None:
         f"seed {args.seed}, torch threads {args.threads}, {platform.processor() or platform.machine()}.",
         "Overhead = total solve time / time inside the network (forward + backward through it), same run.",
         "",
-        "Command: `python benchmarks/solver_convergence.py " + " ".join(sys.argv[1:]) + "`",
+        "Commands (in order; finished cells are kept in the JSON file beside this one):",
+        "",
+        *[f"    python benchmarks/solver_convergence.py {c}" for c in cells.get("_commands", [])],
         "",
         "| solver | steps | NFE | VJP | PSNR (dB) | SSIM | s / image | network s / image | overhead |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name in args.solvers:
-        for nfe in args.nfe:
+    nfes = sorted({int(k.split("/")[1]) for k in cells if "/" in k})
+    for name in SOLVER_SETTINGS:
+        for nfe in nfes:
             c = cells.get(f"{name}/{nfe}")
             if c is None:
                 continue
@@ -104,7 +109,9 @@ def write_markdown(path: str, cells: dict, base: dict, args) -> None:
     for name, c in base.items():
         lines.append(f"| {name} (classical) | – | 0 | 0 | {c['psnr']:.2f} ± {c['psnr_std']:.2f} | "
                      f"{c['ssim']:.3f} ± {c['ssim_std']:.3f} | {c['seconds_per_image']:.2f} | – | – |")
-    lines += ["", "SMC: NFE counts batched network calls, each over 4 particles per image.", ""]
+    lines += ["", "SMC: NFE counts batched network calls, each over 4 particles per image. smc-jacobian: VJP counts",
+              "backward passes (5 CG iterations + 1 twist gradient per step, fewer where CG converges); its rows",
+              "were timed while another single-threaded job ran on the machine's second core.", ""]
     with open(path, "w") as f:
         f.write("\n".join(lines))
 
@@ -123,6 +130,11 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     store = os.path.splitext(args.out)[0] + ".json"
     cells = json.load(open(store)) if os.path.exists(store) else {}
+    command = " ".join(sys.argv[1:] if argv is None else argv)
+    # Commands of earlier runs: the first run's, as recorded in its markdown, if the JSON predates this list.
+    cells.setdefault("_commands", ["--out benchmarks/solver_convergence.md"] if cells else [])
+    if command not in cells["_commands"]:
+        cells["_commands"].append(command)
     prior = load_prior("phantom64")
     pb = problem(args.images, args.views, args.sigma_y)
     base = baselines(pb)
