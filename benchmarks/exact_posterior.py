@@ -61,6 +61,7 @@ def daps_for(pb: Problem) -> DAPS:
 def solvers_for(pb: Problem) -> dict:
     return {
         "SMC K=512 (twisted)": (SMC(particles=512), 1, STEPS),
+        "SMC K=512 (Jacobian twist)": (SMC(particles=512, cov="jacobian"), 1, STEPS),
         "SMC K=512 (derivative-free)": (SMC(particles=512, twist=False), 1, STEPS),
         "SMC K=32 ×16 runs": (SMC(particles=32), 16, STEPS),
         "DPS ζ=0.3": (DPS(zeta=0.3), 1, STEPS),
