@@ -102,9 +102,10 @@ class CountingPrior:
     A VJP is counted each time a gradient travels back through a ``denoise`` call to its
     input (a tensor hook on the input), so a call back-propagated through several times (SMC's
     Jacobian twist) counts each pass, and a call never back-propagated counts none.
-    ``network_seconds`` is the time spent in the network: its forward calls, plus — for VJP calls — the backward pass through it, timed
-    from the moment the gradient reaches the network's output to the moment it reaches its
-    input (tensor hooks), so operator and solver arithmetic are not counted.
+    ``network_seconds`` is the time spent in the network: its forward calls, plus — for each
+    VJP — the backward pass through it, timed from the moment the gradient reaches the
+    network's output to the moment it reaches its input (tensor hooks), so operator and solver
+    arithmetic are not counted.
     """
 
     def __init__(self, prior):
