@@ -61,3 +61,40 @@ def test_reddiff_bad_input_and_registry():
     with pytest.raises(ValueError, match="lr > 0"):
         REDDiff(lr=0.0)
     assert SOLVERS["reddiff"] is REDDiff
+
+
+def _start(physics, y, cutoff=0.05):
+    from invdiff import Problem
+
+    pb = Problem(physics, y, 0.02)
+    x_T = torch.zeros((y.shape[0],) + tuple(pb.img_shape), dtype=y.dtype)
+    return REDDiff(pinv_cutoff=cutoff).init(pb, None, x_T, None).x
+
+
+def test_start_is_the_truncated_pseudo_inverse():
+    """SVD operators start at V diag(1/s · [s > cutoff]) Uᵀ (y measured on [−1, 1] images):
+    checked against a dense SVD; on inpainting (s ∈ {0, 1}) it is A†; on a noisy Gaussian blur
+    it stays bounded where deepinv's A† (cutoff 1e-5) blows the noise up."""
+    from invdiff.operators import dense_operator, gaussian_blur, random_inpainting
+
+    g = torch.Generator().manual_seed(0)
+    U, _ = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=D64))
+    V, _ = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=D64))
+    s = torch.tensor([1.0, 0.5, 0.2, 0.06, 0.04, 0.001], dtype=D64)
+    M = U @ torch.diag(s) @ V.T
+    op = dense_operator((1, 1, 6), M)
+    y = torch.randn(2, 6, generator=g, dtype=D64)
+    y_u = 2 * y - (M @ torch.ones(6, dtype=D64))[None]
+    expected = V @ torch.diag(torch.where(s > 0.05, 1 / s, 0)) @ U.T @ y_u.T
+    assert torch.allclose(_start(op, y).reshape(2, 6), (expected.T + 1) / 2, atol=1e-10)
+
+    mask = random_inpainting((1, 8, 8), 0.5, generator=g).double()
+    y = mask.A(torch.rand(1, 1, 8, 8, generator=g, dtype=D64))
+    ones = torch.ones(1, 1, 8, 8, dtype=D64)
+    assert torch.allclose(_start(mask, y), (mask.A_dagger(2 * y - mask.A(ones)) + 1) / 2)
+
+    blur = gaussian_blur((1, 16, 16), 2.0).double()
+    x = torch.rand(1, 1, 16, 16, generator=g, dtype=D64)
+    y = blur.A(x) + 0.02 * torch.randn(1, 1, 16, 16, generator=g, dtype=D64)
+    assert float((_start(blur, y) - x).abs().max()) < 3.0
+    assert float((_start(blur, y, cutoff=0.0) - x).abs().max()) > 100.0
