@@ -310,8 +310,9 @@ def run_bench(problems, methods=DEFAULT_METHODS, *, n_images: int = 8, seed: int
     # the tables and figures cover every cell in the folder, from this run and earlier ones
     done = {c["problem"] for c in data["cells"].values()}
     names = [n for n in PROBLEMS if n in done]
-    everything = list(methods) + [c["method"] for c in data["cells"].values() if c["method"] not in methods]
-    everything = list(dict.fromkeys(everything))
+    # one stable order whatever the runs: the default methods, then the others as first run
+    present = list(dict.fromkeys(c["method"] for c in data["cells"].values()))
+    everything = [m for m in DEFAULT_METHODS if m in present] + [m for m in present if m not in DEFAULT_METHODS]
     write_markdown(data, out_dir / "results.md", problems=names, methods=everything)
     for name in names:
         save_figure(out_dir, name, [m for m in everything if "psnr" in data["cells"].get(_cell_key(name, m), {})])
