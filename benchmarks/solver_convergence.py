@@ -110,8 +110,9 @@ def write_markdown(path: str, cells: dict, base: dict, args) -> None:
         lines.append(f"| {name} (classical) | – | 0 | 0 | {c['psnr']:.2f} ± {c['psnr_std']:.2f} | "
                      f"{c['ssim']:.3f} ± {c['ssim_std']:.3f} | {c['seconds_per_image']:.2f} | – | – |")
     lines += ["", "SMC: NFE counts batched network calls, each over 4 particles per image. smc-jacobian: VJP counts",
-              "backward passes (5 CG iterations + 1 twist gradient per step, fewer where CG converges); its rows",
-              "were timed while another single-threaded job ran on the machine's second core.", ""]
+              "backward passes (5 CG iterations + 1 twist gradient per step, fewer where CG converges).", ""]
+    if cells.get("_notes"):  # facts about how cells were measured, recorded in the JSON beside them
+        lines += [f"Note: {n}" for n in cells["_notes"]] + [""]
     with open(path, "w") as f:
         f.write("\n".join(lines))
 
@@ -131,8 +132,7 @@ def main(argv=None):
     store = os.path.splitext(args.out)[0] + ".json"
     cells = json.load(open(store)) if os.path.exists(store) else {}
     command = " ".join(sys.argv[1:] if argv is None else argv)
-    # Commands of earlier runs: the first run's, as recorded in its markdown, if the JSON predates this list.
-    cells.setdefault("_commands", ["--out benchmarks/solver_convergence.md"] if cells else [])
+    cells.setdefault("_commands", [])  # every run's command line, in order (cells are kept across runs)
     if command not in cells["_commands"]:
         cells["_commands"].append(command)
     prior = load_prior("phantom64")

@@ -190,16 +190,7 @@ def export_safetensors(prior: EDMPrior, path, metadata: dict) -> None:
 
 
 def _save_ckpt(path, net, ema, opt, generator, step, seconds):
-    def cpu(tree):
-        if isinstance(tree, torch.Tensor):
-            return tree.detach().cpu()
-        if isinstance(tree, dict):
-            return {k: cpu(v) for k, v in tree.items()}
-        if isinstance(tree, (list, tuple)):
-            return type(tree)(cpu(v) for v in tree)
-        return tree
-
-    state = {"net": cpu(net.state_dict()), "ema": cpu(ema.state_dict()), "opt": cpu(opt.state_dict()),
+    state = {"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
              "generator": generator.get_state(), "step": step, "seconds": seconds}
     tmp = str(path) + ".tmp"
     torch.save(state, tmp)
