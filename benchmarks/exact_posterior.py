@@ -119,7 +119,7 @@ def deepinv_crosscheck(nfe: int = 100) -> dict:
     import deepinv
 
     from invdiff.priors import load_prior, to_deepinv
-    from invdiff.solvers.base import CountingPrior
+    from invdiff.solve import CountingPrior
 
     prior = load_prior("phantom64")
 

@@ -33,7 +33,7 @@ from skimage.restoration import denoise_tv_chambolle
 from invdiff.data import body_phantoms, dicom_sample, photo_crops, resize
 from invdiff.metrics import psnr
 from invdiff.priors import load_checkpoint, load_prior
-from invdiff.train import PHOTO_HELD_OUT, PHOTO_TRAIN
+from invdiff.data.splits import PHOTO_HELD_OUT, PHOTO_TRAIN, SPLIT_SEEDS
 
 SIGMAS = (0.02, 0.05, 0.1, 0.2, 0.4)
 TV_GRID = np.geomspace(0.002, 8.0, 22)
@@ -42,10 +42,10 @@ GAUSS_GRID = np.geomspace(0.3, 8.0, 18)
 
 def datasets(name, n_test, n_tune, size=64):
     if name.startswith("phantom"):
-        return (body_phantoms(n_test, size, "mixed", generator=torch.Generator().manual_seed(777)),
-                body_phantoms(n_tune, size, "mixed", generator=torch.Generator().manual_seed(555)))
-    return (photo_crops(PHOTO_HELD_OUT, n_test, size, torch.Generator().manual_seed(777)),
-            photo_crops(PHOTO_TRAIN, n_tune, size, torch.Generator().manual_seed(555)))
+        return (body_phantoms(n_test, size, "mixed", generator=torch.Generator().manual_seed(SPLIT_SEEDS["test"])),
+                body_phantoms(n_tune, size, "mixed", generator=torch.Generator().manual_seed(SPLIT_SEEDS["validation"])))
+    return (photo_crops(PHOTO_HELD_OUT, n_test, size, torch.Generator().manual_seed(SPLIT_SEEDS["test"])),
+            photo_crops(PHOTO_TRAIN, n_tune, size, torch.Generator().manual_seed(SPLIT_SEEDS["validation"])))
 
 
 def _np(x):

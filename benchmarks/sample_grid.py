@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from invdiff.priors import load_checkpoint, load_prior  # noqa: E402
-from invdiff.priors.sampling import sample_heun  # noqa: E402
+from invdiff.sampling import sample_heun  # noqa: E402
 
 
 def main(argv=None):

@@ -2,7 +2,9 @@
 
 For each 2D problem in :data:`invdiff.problems.PROBLEMS` and each method below (invdiff
 solvers, deepinv's samplers on the same prior, and the TV baseline), every point of a
-small grid is run through :func:`invdiff.bench.run_method` (the benchmark's own code path) on ``--images`` validation images (seed 555; never the test split) at
+small grid (each method's ``grid``: :data:`invdiff.methods.METHODS`) is run through
+:func:`invdiff.bench.tune_problem` (the benchmark's own code path) on ``--images`` validation
+images (seed 555; never the test split) at
 ``--steps`` steps, and the hyperparameters with the best mean PSNR are written to
 ``invdiff/problems/presets.json`` (read by the registry as ``ProblemSpec.presets``) together
 with the grid scores, and summarised in ``benchmarks/tune_presets.md``.
@@ -16,21 +18,11 @@ Run::
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
-# Grids per method; "tv" weights are multiples of sigma_y² (the default rule is sigma_y²/0.05).
-GRIDS = {
-    "diffpir": {"lam": [0.3, 1.0, 3.0, 10.0], "zeta": [0.3, 1.0]},
-    "dps": {"zeta": [1.0, 3.0, 10.0, 30.0, 100.0]},
-    "reddiff": {"lam": [0.05, 0.25, 1.0], "lr": [0.1, 0.3]},
-    "deepinv-dps": {"weight": [30.0, 100.0, 300.0, 1000.0, 3000.0]},
-    "deepinv-diffpir": {"lambda_": [0.3, 1.0, 3.0, 10.0], "zeta": [0.3, 1.0]},
-    "tv": {"lam": [0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0]},
-}
 OUT_JSON = os.path.join(os.path.dirname(__file__), "..", "invdiff", "problems", "presets.json")
 
 
@@ -38,28 +30,11 @@ def tune_one(name: str, images: int, steps: int, methods=None) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from invdiff import psnr
-    from invdiff.bench import not_applicable, run_method
-    from invdiff.priors import load_prior
-    from invdiff.problems import get_problem
+    from invdiff.bench import tune_problem
+    from invdiff.methods import METHODS
 
-    spec = get_problem(name)
-    pb = spec.make("validation", images, seed=1)
-    prior = load_prior(spec.prior)
-    out = {}
-    for method, grid in GRIDS.items():
-        if not_applicable(method, spec) or (methods and method not in methods):
-            continue
-        scores = []
-        for values in itertools.product(*grid.values()):
-            params = dict(zip(grid, values))
-            if method == "tv":
-                params["lam"] *= max(spec.sigma_y, 1e-3) ** 2
-            x = run_method(method, spec, pb, prior, steps=steps, seed=0, params=params)["x_hat"]
-            scores.append((float(psnr(x, pb.x_true).mean()), params))
-        best = max(scores, key=lambda t: t[0])
-        out[method] = {"params": best[1], "validation_psnr": best[0],
-                       "grid": [{"params": p, "psnr": s} for s, p in scores]}
+    names = methods or [n for n, m in METHODS.items() if m.grid]
+    out = tune_problem(name, names, images=images, steps=steps)
     print(name, {k: (v["params"], round(v["validation_psnr"], 2)) for k, v in out.items()}, flush=True)
     return out
 
@@ -86,13 +61,13 @@ def main(argv=None):
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--problems", nargs="+", help="tune only these (merged into presets.json); default: all 2D")
-    ap.add_argument("--methods", nargs="+", choices=sorted(GRIDS), help="tune only these methods (merged)")
+    ap.add_argument("--methods", nargs="+", help="tune only these methods (merged); default: every method with a grid")
     ap.add_argument("--images", type=int, default=2)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--out", default="benchmarks/tune_presets.md")
     args = ap.parse_args(argv)
-    names = args.problems or [n for n, p in PROBLEMS.items() if p.depth is None]
+    names = args.problems or [n for n, p in PROBLEMS.items() if not p.is_volume]
     command = "python benchmarks/tune_presets.py " + " ".join(sys.argv[1:] if argv is None else argv)
     payload = {"split": "validation", "images": args.images, "steps": args.steps, "commands": [], "problems": {}}
     if (args.problems or args.methods) and os.path.isfile(OUT_JSON):

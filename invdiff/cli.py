@@ -22,17 +22,21 @@ def _add_train(sub):
                         "'photos' (scikit-image photographs, training split), 'photos:NAME,NAME,...' "
                         "(chosen scikit-image photographs) or 'folder:PATH' "
                         "(PNG/JPEG/TIFF/DICOM/npy files in PATH)")
-    p.add_argument("--size", type=int, default=64, help="training resolution in pixels (square)")
+    p.add_argument("--size", type=int, default=64, help="training resolution in pixels (square); a multiple of 8, "
+                   "since the UNet halves it 3 times")
     p.add_argument("--channels", type=int, default=1, choices=(1, 3), help="1 (grey) or 3 (RGB)")
     p.add_argument("--steps", type=int, default=10000, help="optimiser steps")
-    p.add_argument("--batch", type=int, default=16, help="images per step")
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (cosine-decayed to 10%%)")
-    p.add_argument("--base", type=int, default=16, help="UNet base channel count")
+    p.add_argument("--batch", type=int, default=16, help="images per step (>= 1)")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="AdamW learning rate, finite and >= 0 (cosine-decayed to 10%%; 0 keeps the initial weights)")
+    p.add_argument("--base", type=int, default=16, help="UNet base channel count: a multiple of 8 (its GroupNorm "
+                   "layers use 8 groups)")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation and data")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads, >= 0 (0: torch's default)")
     p.add_argument("--device", default="cpu", help="torch device for the network, e.g. 'cuda' (data and "
                    "noise are drawn on the CPU from the seeded generator, so runs match across devices)")
-    p.add_argument("--ckpt-minutes", type=float, default=5.0, help="minutes between checkpoints")
+    p.add_argument("--ckpt-minutes", type=float, default=5.0, help="minutes between checkpoints, >= 0 "
+                   "(0: after every step)")
     p.add_argument("--max-minutes", type=float, default=0.0,
                    help="stop (after saving) when this many minutes have passed in this run; 0: no limit")
     p.add_argument("--init", default="", help="initialise the network from this invdiff .safetensors "
@@ -40,7 +44,8 @@ def _add_train(sub):
     p.add_argument("--no-color-aug", action="store_true", help="no random channel permutation of RGB crops")
     p.add_argument("--stop-after", type=int, default=0,
                    help="stop (after saving) at this step, keeping the --steps learning-rate schedule; 0: run to --steps")
-    p.add_argument("--resume", action="store_true", help="resume from OUT.ckpt.pt if it exists")
+    p.add_argument("--resume", action="store_true", help="resume from OUT.ckpt.pt if it exists (it must come "
+                   "from a run with the same --base and --channels; a corrupt one is reported, not used)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--out", required=True, help="output .safetensors file (EMA weights + metadata)")
     p.set_defaults(func=_cmd_train)
@@ -51,6 +56,7 @@ def _cmd_train(args, argv):
 
     if args.steps < 1:
         raise CLIError(f"--steps must be >= 1, got {args.steps}")
+    # TrainConfig validates every option and names it; main reports the ValueError as one line
     cfg = TrainConfig(data=args.data, size=args.size, channels=args.channels, steps=args.steps,
                       batch=args.batch, lr=args.lr, base=args.base, seed=args.seed,
                       threads=args.threads, device=args.device, ckpt_minutes=args.ckpt_minutes, init=args.init,
@@ -105,7 +111,7 @@ def _add_solve(sub):
     p.add_argument("--dicom", help="your DICOM slice instead of the problem's test image")
     p.add_argument("--measurement", help="your measurement as .npy, shaped as the operator produces it (CT: (1, detectors, n_views)), optionally with a leading batch axis")
     p.add_argument("--operator", help="operator of --measurement (see invdiff.operators.OPERATORS), e.g. ct_sparse_view")
-    p.add_argument("--size", type=int, default=64, help="image size of --measurement's operator")
+    p.add_argument("--size", type=int, default=None, help="image size of --measurement's operator (default 64)")
     p.add_argument("--n-views", type=int, help="CT views of --measurement's operator")
     p.add_argument("--max-angle", type=float, help="angular range in degrees (ct_limited_angle)")
     p.add_argument("--sigma-y", type=float, help="noise std of --measurement, in [0, 1] units")
@@ -130,7 +136,7 @@ def _cmd_solve(args, argv):
 
 
 def _add_bench(sub):
-    from .bench import DEFAULT_METHODS, METHODS
+    from .methods import METHODS, default_methods
 
     p = sub.add_parser(
         "bench", help="benchmark solvers, deepinv's samplers and classical baselines on named problems",
@@ -140,10 +146,9 @@ def _add_bench(sub):
                     "resumes. Methods: " + ", ".join(f"{m.name} ({m.family})" for m in METHODS.values()) + ".")
     p.add_argument("--problems", nargs="+", default=None,
                    help="named problems (see `invdiff problems`); default: every 2D problem")
-    p.add_argument("--solvers", nargs="+", default=list(DEFAULT_METHODS), metavar="METHOD",
-                   help="methods to compare: invdiff solvers (SOLVER:K = mean of K posterior samples), "
-                        "deepinv-dps/-ddrm/-diffpir, pinv, tv; "
-                        "default: " + " ".join(DEFAULT_METHODS))
+    p.add_argument("--solvers", nargs="+", default=None, metavar="METHOD",
+                   help="methods to compare (see `invdiff methods`; SOLVER:K = mean of K posterior samples); "
+                        "default: " + " ".join(default_methods()))
     p.add_argument("--n-images", type=int, default=8, help="test images per problem (one batch); default 8")
     p.add_argument("--seed", type=int, default=0, help="seed of the measurement noise and of every sampler")
     p.add_argument("--steps", type=int, default=100, help="diffusion steps of every diffusion method; default 100")
@@ -158,7 +163,7 @@ def _cmd_bench(args, argv):
     from .bench import run_bench
     from .problems import PROBLEMS
 
-    problems = args.problems or [n for n, p in PROBLEMS.items() if p.depth is None]
+    problems = args.problems or [n for n, p in PROBLEMS.items() if not p.is_volume]
     data = run_bench(problems, args.solvers, n_images=args.n_images, seed=args.seed, steps=args.steps,
                      out=args.out, jobs=args.jobs, threads=args.threads, progress=not args.no_progress,
                      command="invdiff " + " ".join(argv))
@@ -179,6 +184,10 @@ def _add_lists(sub):
     p.set_defaults(func=_cmd_priors)
     p = sub.add_parser("solvers", help="list the solvers", description="List the solvers usable with `solve`.")
     p.set_defaults(func=_cmd_solvers)
+    p = sub.add_parser("methods", help="list the methods of `invdiff bench`",
+                       description="List every method the benchmark and the tuner know: invdiff solvers, "
+                                   "deepinv's samplers on the same prior, classical baselines.")
+    p.set_defaults(func=_cmd_methods)
 
 
 def _cmd_problems(args, argv):
@@ -204,10 +213,17 @@ def _cmd_priors(args, argv):
 def _cmd_solvers(args, argv):
     from .solvers import SOLVERS
 
+    print(_table([(name, cls.summary()) for name, cls in SOLVERS.items()]))
+
+
+def _cmd_methods(args, argv):
+    from .methods import METHODS
+
     rows = []
-    for name, cls in SOLVERS.items():
-        doc = (sys.modules[cls.__module__].__doc__ or cls.__name__).strip().splitlines()
-        rows.append((name, doc[0]))
+    for name, m in METHODS.items():
+        grid = ", ".join(f"{k} ∈ {{{', '.join(f'{v:g}' for v in vs)}}}" for k, vs in m.grid.items())
+        rows.append((name, f"[{m.family}] {m.description.rstrip('.')}" + (f"; tuned: {grid}" if grid else "")
+                     + ("" if m.default else " (not run by default)")))
     print(_table(rows))
 
 
@@ -222,16 +238,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: exit codes: which class of failure ended a command (argparse's own usage errors are 2 too)
+EXIT_CODES = {"bad input": 2, "file": 3, "numerical": 4, "interrupted": 130, "internal": 1}
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 600 else text[:597] + "..."
+
+
 def main(argv=None) -> int:
+    """Run the command line; every error ends as one line on stderr and an exit code of :data:`EXIT_CODES`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         args.func(args, argv)
-    except (CLIError, ValueError, OSError) as err:  # OSError: missing, unreadable or unwritable paths
-        print(f"invdiff {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    except (CLIError, ValueError, TypeError) as err:
+        kind, msg = "bad input", _one_line(err)
+    except BrokenPipeError:  # the reader of our output went away (e.g. `invdiff problems | head`)
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as err:  # missing, unreadable or unwritable paths
+        kind, msg = "file", _one_line(err)
+    except FloatingPointError as err:  # a solve that diverged (NonFiniteError)
+        kind, msg = "numerical", _one_line(err)
+    except KeyboardInterrupt:
+        kind, msg = "interrupted", "interrupted"
+    except Exception as err:  # noqa: BLE001 — anything else is a bug of ours: still one line
+        kind, msg = "internal", f"internal error ({type(err).__name__}: {_one_line(err)}); please report it"
+    else:
+        return 0
+    print(f"invdiff {args.command}: error: {msg}", file=sys.stderr)
+    return EXIT_CODES[kind]
 
 
 if __name__ == "__main__":

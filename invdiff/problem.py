@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import deepinv
 import torch
 
-__all__ = ["Problem", "NoMeasurement", "check_finite", "check_sigma_y"]
+__all__ = ["Problem", "NoMeasurement", "check_finite", "check_intensities", "check_sigma_y", "noise_sigma"]
 
 
 class NoMeasurement(deepinv.physics.LinearPhysics):
@@ -42,6 +42,20 @@ def check_finite(t: torch.Tensor, name: str) -> torch.Tensor:
     return t
 
 
+def check_intensities(x: torch.Tensor, name: str) -> torch.Tensor:
+    """Return ``x`` or raise ``ValueError`` if it is plainly not in [0, 1] intensity units.
+
+    Real images are in [0, 1]; values a little outside (noise, ringing, Gaussian test priors)
+    are fine, but a range reaching beyond [-1, 2] means another scale (8-bit 0–255 data,
+    Hounsfield units), which would make ``sigma_y`` and every tuned weight meaningless.
+    """
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1.0 or hi > 2.0:
+        raise ValueError(f"{name} spans [{lo:.4g}, {hi:.4g}], but invdiff images are in [0, 1] intensity units: "
+                         f"rescale it first (e.g. divide 8-bit images by 255)")
+    return x
+
+
 def check_sigma_y(sigma_y) -> float:
     """Return ``sigma_y`` as a float or raise ``ValueError`` unless it is finite and >= 0."""
     try:
@@ -51,6 +65,21 @@ def check_sigma_y(sigma_y) -> float:
     if not math.isfinite(s) or s < 0:
         raise ValueError(f"sigma_y must be a finite number >= 0 (measurement noise std in [0, 1] units), got {sigma_y!r}")
     return s
+
+
+def noise_sigma(physics) -> float:
+    """``sigma_y`` of a deepinv ``physics``'s noise model (Gaussian or none); ``ValueError`` otherwise."""
+    model = getattr(physics, "noise_model", None)
+    if model is None or type(model).__name__ == "ZeroNoise":
+        return 0.0
+    if isinstance(model, deepinv.physics.GaussianNoise):
+        sigma = torch.as_tensor(model.sigma)
+        if sigma.numel() != 1:
+            raise ValueError(f"physics.noise_model has one sigma per image ({sigma.numel()}); invdiff needs one "
+                             f"sigma_y per problem: give sigma_y explicitly")
+        return float(sigma)
+    raise ValueError(f"physics.noise_model is {type(model).__name__}; invdiff's solvers assume Gaussian noise: "
+                     f"give sigma_y explicitly (the Gaussian std that best describes it)")
 
 
 @dataclass(frozen=True)
@@ -81,29 +110,52 @@ class Problem:
             raise ValueError(f"physics must be a deepinv.physics.Physics, got {type(self.physics).__name__}")
         check_finite(self.y, "y (measurement)")
         object.__setattr__(self, "sigma_y", check_sigma_y(self.sigma_y))
+        if self.y.is_complex() or not self.y.is_floating_point():
+            raise TypeError(f"y (measurement) must be a real floating tensor (complex k-space as real/imaginary "
+                            f"channels, as the operator produces it), got {self.y.dtype}")
+        check_y = getattr(self.physics, "_check_y", None)
+        if check_y is not None:
+            check_y(self.y)
         if self.x_true is not None:
             check_finite(self.x_true, "x_true")
             if self.x_true.shape[0] != self.y.shape[0]:
                 raise ValueError(f"x_true has batch {self.x_true.shape[0]} but y has batch {self.y.shape[0]}")
-        check_y = getattr(self.physics, "_check_y", None)
-        if check_y is not None:
-            check_y(self.y)
+            shape = getattr(self.physics, "img_shape", None)
+            if shape is not None and tuple(self.x_true.shape[1:]) != tuple(shape):
+                raise ValueError(f"x_true has images of shape {tuple(self.x_true.shape[1:])}, but the operator takes "
+                                 f"{tuple(shape)}")
 
     @classmethod
     def simulate(cls, x: torch.Tensor, physics, sigma_y: float, *,
-                 generator: torch.Generator | None = None) -> "Problem":
+                 generator: torch.Generator | None = None, unit_range: bool = True) -> "Problem":
         """Measure ``x`` through ``physics`` and add Gaussian noise of std ``sigma_y``.
 
-        ``x`` is ``(B, C, H, W)`` (or a volume ``(D, C, H, W)``) in [0, 1]. The noise is drawn
-        from ``generator``; ``x`` is not modified.
+        ``x`` is ``(B, C, H, W)`` (or a volume ``(D, C, H, W)``) in [0, 1]; a range far outside it
+        (e.g. 0–255) is refused (:func:`check_intensities`) unless ``unit_range=False`` (signals
+        on another scale, such as samples of an exact test prior). The noise is drawn from
+        ``generator``; ``x`` is not modified.
         """
         check_finite(x, "x")
+        if unit_range:
+            check_intensities(x, "x")
         s = check_sigma_y(sigma_y)
         with torch.no_grad():
             y_clean = physics.A(x)
         noise = torch.randn(y_clean.shape, generator=generator, dtype=y_clean.dtype,
                             device="cpu" if generator is None else generator.device).to(y_clean.device)
         return cls(physics=physics, y=y_clean + s * noise, sigma_y=s, x_true=x.clone())
+
+    @classmethod
+    def from_physics(cls, physics, y: torch.Tensor, *, sigma_y: float | None = None,
+                     x_true: torch.Tensor | None = None) -> "Problem":
+        """The problem of measurement ``y`` of a deepinv ``physics``, its noise level read from
+        ``physics.noise_model``: ``GaussianNoise(sigma)`` gives ``sigma_y = sigma`` (in the units of
+        ``y``), no noise model or ``ZeroNoise`` gives 0. Any other noise model needs ``sigma_y``
+        given explicitly (the solvers' data terms are Gaussian). ``physics`` is not modified.
+        """
+        if sigma_y is None:
+            sigma_y = noise_sigma(physics)
+        return cls(physics=physics, y=y, sigma_y=sigma_y, x_true=x_true)
 
     @classmethod
     def unconditional(cls, img_shape, batch: int = 1, *, dtype=torch.float32) -> "Problem":
@@ -118,4 +170,7 @@ class Problem:
             return tuple(shape)
         if self.x_true is not None:
             return tuple(self.x_true.shape[1:])
+        if self.y.flatten(1).shape[1] > 0:  # a deepinv physics without img_shape: the adjoint's output
+            with torch.no_grad():
+                return tuple(self.physics.A_adjoint(self.y[:1]).shape[1:])
         raise ValueError("the image shape is unknown: give the operator an img_shape or the problem an x_true")

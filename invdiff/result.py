@@ -32,6 +32,11 @@ class Result:
         Wall time of the loop.
     peak_memory_mb : float
         Peak accelerator memory (CUDA) or growth of the process's peak resident memory (CPU).
+    network_seconds : float
+        Time spent inside the network (forward calls and backward passes through it), so that
+        ``seconds / network_seconds`` is the solver's overhead over its network calls.
+    params : dict
+        Hyperparameters of the run (the solver's fields, or a method's tuned values).
     """
 
     x_hat: torch.Tensor
@@ -42,10 +47,18 @@ class Result:
     vjp: int = 0
     seconds: float = 0.0
     peak_memory_mb: float = 0.0
+    network_seconds: float = 0.0
+    params: dict = field(default_factory=dict)
 
     def metrics(self, x_true: torch.Tensor) -> dict:
         """PSNR, SSIM and NRMSE of ``x_hat`` (clipped to [0, 1]) against ``x_true``, per image."""
         from .metrics import nrmse, psnr, ssim
+
+        if not isinstance(x_true, torch.Tensor):
+            raise TypeError(f"x_true must be a torch.Tensor of shape {tuple(self.x_hat.shape)}, got "
+                            f"{type(x_true).__name__} (a problem without a known truth has no metrics)")
+        if tuple(x_true.shape) != tuple(self.x_hat.shape):
+            raise ValueError(f"x_true has shape {tuple(x_true.shape)}, but x_hat has {tuple(self.x_hat.shape)}")
 
         x = self.x_hat.clamp(0, 1)
         return {"psnr": psnr(x, x_true), "ssim": ssim(x, x_true), "nrmse": nrmse(x, x_true)}

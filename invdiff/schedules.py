@@ -9,7 +9,7 @@ import math
 
 import torch
 
-__all__ = ["karras", "geometric", "vp_linear", "vp_cosine", "vp_sigmas", "ddpm_sigmas", "SCHEDULES"]
+__all__ = ["karras", "geometric", "vp_linear", "vp_cosine", "vp_sigmas", "ddpm_sigmas", "SCHEDULES", "RANGE_SCHEDULES"]
 
 
 def _check(steps, sigma_min, sigma_max):
@@ -86,3 +86,7 @@ def ddpm_sigmas(steps: int, sigma_min: float, sigma_max: float, *, timesteps: in
 
 
 SCHEDULES = {"karras": karras, "geometric": geometric, "vp_linear": vp_linear, "vp_cosine": vp_cosine}
+
+#: Schedules over a prior's noise range, ``f(steps, sigma_min, sigma_max)``; a solver's
+#: ``schedule`` attribute names the one it uses by default.
+RANGE_SCHEDULES = {"karras": karras, "geometric": geometric, "ddpm": ddpm_sigmas}

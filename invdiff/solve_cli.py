@@ -22,22 +22,35 @@ import os
 import numpy as np
 import torch
 
-__all__ = ["run_solve"]
+__all__ = ["run_solve", "MAX_INDEX"]
+
+#: the largest test-image index ``invdiff solve --index`` accepts, plus one
+MAX_INDEX = 100
 
 
-def _operator_from_args(name: str, size: int, n_views: int | None, max_angle: float | None):
+#: command-line flags of ``--measurement``'s operator -> the factory keyword they set
+OPERATOR_FLAGS = {"--n-views": "n_views", "--max-angle": "max_angle_deg"}
+
+
+def _operator_from_args(name: str, size: int, options: dict):
+    """Build operator ``name`` with the flags the user gave; a flag the factory does not take is
+    refused (its signature declares what it takes), never silently ignored."""
+    import inspect
+
     from .operators import OPERATORS, make_operator
 
-    kwargs = {}
-    if name in ("ct_sparse_view", "ct_fan_beam") and n_views is not None:
-        kwargs["n_views"] = n_views
-    if name == "ct_limited_angle":
-        if max_angle is not None:
-            kwargs["max_angle_deg"] = max_angle
-        if n_views is not None:
-            kwargs["n_views"] = n_views
     if name not in OPERATORS:
         raise ValueError(f"unknown operator {name!r}; known operators: {', '.join(sorted(OPERATORS))}")
+    accepted = inspect.signature(OPERATORS[name]).parameters
+    kwargs = {}
+    for flag, value in options.items():
+        if value is None:
+            continue
+        key = OPERATOR_FLAGS[flag]
+        if key not in accepted:
+            takes = [f for f, k in OPERATOR_FLAGS.items() if k in accepted]
+            raise ValueError(f"operator {name} does not take {flag}" + (f" (it takes {', '.join(takes)})" if takes else ""))
+        kwargs[key] = value
     return make_operator(name, size, **kwargs)
 
 
@@ -62,7 +75,7 @@ def _load_measurement(path: str, physics) -> torch.Tensor:
 
 def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, samples: int = 1, seed: int = 0,
               problem: str | None = None, index: int = 0, image: str | None = None, dicom: str | None = None,
-              measurement: str | None = None, operator: str | None = None, size: int = 64,
+              measurement: str | None = None, operator: str | None = None, size: int | None = None,
               n_views: int | None = None, max_angle: float | None = None, sigma_y: float | None = None,
               prior: str | None = None, progress: bool = True) -> dict:
     """Run one reconstruction; returns paths and (when the truth is known) PSNR/SSIM."""
@@ -75,6 +88,24 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
 
     if (problem is None) == (measurement is None):
         raise ValueError("give either --problem NAME or --measurement FILE.npy (with --operator), not both")
+    if image and dicom:
+        raise ValueError("give --image or --dicom, not both")
+    if problem is not None:
+        extra = [f for f, v in (("--operator", operator), ("--size", size), ("--n-views", n_views),
+                                ("--max-angle", max_angle), ("--sigma-y", sigma_y)) if v is not None]
+        if extra:
+            raise ValueError(f"{', '.join(extra)} describe(s) the operator of --measurement; a named problem fixes "
+                             f"its own operator and noise (drop them, or use --measurement)")
+        if (image or dicom) and index:
+            raise ValueError("--index picks a test image of the problem; it cannot be combined with --image/--dicom")
+    else:
+        extra = [f for f, v in (("--image", image), ("--dicom", dicom), ("--index", index)) if v]
+        if extra:
+            raise ValueError(f"{', '.join(extra)} belong(s) to --problem; --measurement brings its own data")
+        size = 64 if size is None else size
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < MAX_INDEX:
+        raise ValueError(f"--index must be an integer in 0..{MAX_INDEX - 1} (the test images are generated in "
+                         f"order, so a large index costs all the images before it), got {index!r}")
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; known solvers: {', '.join(SOLVERS)}")
     if steps < 1 or samples < 1:
@@ -85,29 +116,30 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
         if image or dicom:
             path = image or dicom
             x = (load_dicom(path, channels=spec.channels) if dicom else load_file(path, channels=spec.channels))
+            if min(x.shape[-2:]) < spec.size:
+                raise ValueError(f"{path!r} is {x.shape[-2]}×{x.shape[-1]} px, smaller than the problem's "
+                                 f"{spec.size}×{spec.size}; upsampling would invent detail: give an image of at "
+                                 f"least {spec.size} px on each side")
             x = resize(x, spec.size)[None].clamp(0, 1)
         else:
-            if index < 0 or (spec.depth and index != 0):
-                raise ValueError(f"--index must be >= 0 (0 for the volume problem {spec.name}), got {index}")
-            x = spec.images("test", 1) if spec.depth else spec.images("test", index + 1)[index:index + 1]
+            if spec.is_volume and index != 0:
+                raise ValueError(f"--index must be 0 for the volume problem {spec.name}, got {index}")
+            x = spec.images("test", 1) if spec.is_volume else spec.images("test", index + 1)[index:index + 1]
         pb = Problem.simulate(x, spec.operator(), spec.sigma_y, generator=torch.Generator().manual_seed(seed))
     else:
         if operator is None:
             raise ValueError("--measurement needs --operator NAME (e.g. ct_sparse_view)")
         if sigma_y is None or sigma_y < 0:
             raise ValueError("--measurement needs --sigma-y >= 0 (the noise level of the measurement, [0, 1] units)")
-        physics = _operator_from_args(operator, size, n_views, max_angle)
+        physics = _operator_from_args(operator, size, {"--n-views": n_views, "--max-angle": max_angle})
         y = _load_measurement(measurement, physics)
         pb = Problem(physics, y, float(sigma_y))
         prior_name = prior or "phantom64"
     os.makedirs(out_dir, exist_ok=True)
     if not os.access(out_dir, os.W_OK):
         raise PermissionError(f"cannot write to the output directory {out_dir!r}")
-    net = load_prior(prior_name)
-    if problem is not None and spec.depth:  # a volume: the 2D prior slice by slice (use --solver mbir for z coupling)
-        from .priors import SliceStackPrior
-
-        net = SliceStackPrior(net, chunk_size=8)
+    # a volume problem's prior is its 2D prior slice by slice
+    net = spec.build_prior(prior) if problem is not None else load_prior(prior_name)
     configured = spec.solver(solver) if problem is not None else SOLVERS[solver]()
     result = solve(pb, net, configured, steps=steps, num_samples=samples,
                    generator=torch.Generator().manual_seed(seed), progress=progress)

@@ -25,21 +25,31 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .priors.unet import EDMPrior, UNet, UNetConfig
+from .data.splits import PHANTOM_TRAIN_SEED, PHOTO_HELD_OUT, PHOTO_TRAIN, PHOTO_TRAIN_STAGE1  # noqa: F401
+from .priors.unet import EDMPrior, UNet, UNetConfig, unet_config_problem
 
 __all__ = ["TrainConfig", "train", "make_sampler", "export_safetensors"]
 
-# Photographs scikit-image ships that are used for training photo64; the rest are held out.
-# Stage 1 of photo64 (see its model card) used PHOTO_TRAIN_STAGE1.
-PHOTO_TRAIN = ("astronaut", "coffee", "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel",
-               "camera", "moon", "brick", "grass", "gravel", "coins", "clock", "cell", "page", "text")
-PHOTO_HELD_OUT = ("chelsea", "rocket")
-PHOTO_TRAIN_STAGE1 = ("astronaut", "coffee", "hubble_deep_field", "immunohistochemistry", "retina",
-                      "moon", "brick", "grass", "gravel", "coins", "clock", "cell", "page", "text")
+# The photographs that train photo64 and those held out live with the other splits in invdiff.data.splits.
 
 
 @dataclass
 class TrainConfig:
+    """Settings of one training run (the ``invdiff train`` options), validated on construction.
+
+    Every field is checked by :meth:`validate` when the config is built and again when
+    :func:`train` starts, so a bad value raises ``ValueError`` (or ``TypeError`` for a value of
+    the wrong type, e.g. ``size=64.0``) naming its ``--option`` before any work is done.
+
+    Notes
+    -----
+    ``threads=0`` keeps torch's default number of CPU threads; a positive value sets it with
+    :func:`torch.set_num_threads`. ``max_minutes=0`` and ``stop_after=0`` mean no limit.
+    ``base`` must give channel counts the UNet's GroupNorm layers (8 groups, or one per channel
+    below 8) and attention heads (4) can split: any multiple of 8, plus a few tiny values that
+    depend on ``mults`` (the error message lists them).
+    """
+
     data: str = "phantoms"          # phantoms | photos | folder:PATH
     size: int = 64
     channels: int = 1
@@ -76,6 +86,83 @@ class TrainConfig:
         return UNetConfig(channels=self.channels, base=self.base, mults=tuple(self.mults),
                           blocks=self.blocks, attention_levels=tuple(self.attention_levels))
 
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError``/``TypeError`` naming the first invalid setting (see the class docstring)."""
+        from .validation import positive_int, real_number
+
+        if not isinstance(self.data, str) or not (
+                self.data in ("phantoms", "photos") or (self.data.startswith("photos:") and self.data[7:])
+                or (self.data.startswith("folder:") and self.data[7:])):
+            raise ValueError(f"--data must be 'phantoms', 'photos', 'photos:NAME,...' or 'folder:PATH', "
+                             f"got {self.data!r}")
+        if positive_int(self.channels, "--channels") not in (1, 3):
+            raise ValueError(f"--channels must be 1 (grey) or 3 (RGB), got {self.channels}")
+        if self.data == "phantoms" and self.channels != 1:
+            raise ValueError(f"--data phantoms needs --channels 1, got {self.channels}")
+        positive_int(self.steps, "--steps")
+        positive_int(self.batch, "--batch")
+        positive_int(self.base, "--base")
+        if not isinstance(self.mults, (tuple, list)) or not self.mults:
+            raise ValueError(f"mults must be a non-empty tuple of integers >= 1, got {self.mults!r}")
+        for m in self.mults:
+            positive_int(m, "mults entries")
+        positive_int(self.blocks, "blocks")
+        if not isinstance(self.attention_levels, (tuple, list)):
+            raise TypeError(f"attention_levels must be a tuple of levels, got {self.attention_levels!r}")
+        for a in self.attention_levels:
+            if positive_int(a, "attention_levels entries", minimum=0) >= len(self.mults):
+                raise ValueError(f"attention_levels entries must be < len(mults) = {len(self.mults)}, "
+                                 f"got {self.attention_levels!r}")
+        k = 2 ** (len(self.mults) - 1)
+        if positive_int(self.size, "--size") % k:
+            raise ValueError(f"--size must be a multiple of {k} (the UNet halves the image {len(self.mults) - 1} "
+                             f"times), got {self.size}")
+        problem = unet_config_problem(self.unet_config())
+        if problem:
+            small = [b for b in range(1, 8) if not unet_config_problem(
+                UNetConfig(channels=self.channels, base=b, mults=tuple(self.mults), blocks=self.blocks,
+                           attention_levels=tuple(self.attention_levels)))]
+            extra = f" or {', '.join(map(str, small))}" if small else ""
+            raise ValueError(f"--base {self.base} does not fit the UNet: {problem}; with mults={tuple(self.mults)}, "
+                             f"--base must be a multiple of 8 (8, 16, 24, 32, ...){extra}")
+        try:  # shapes only: the meta device allocates nothing and draws no random numbers
+            with torch.device("meta"):
+                UNet(self.unet_config())(torch.zeros(self.batch, self.channels, self.size, self.size),
+                                         torch.zeros(self.batch))
+        except (ValueError, RuntimeError) as err:
+            raise ValueError(f"--size {self.size} is too small for the UNet with --base {self.base} and "
+                             f"mults={tuple(self.mults)}: {err}") from None
+        real_number(self.lr, "--lr", low=0.0)  # 0 freezes the weights (re-export, provenance tests)
+        positive_int(self.warmup, "warmup")
+        real_number(self.ema_decay, "ema_decay", low=0.0, high=1.0)
+        real_number(self.grad_clip, "grad_clip", low=0.0, low_open=True)
+        real_number(self.weight_decay, "weight_decay", low=0.0)
+        real_number(self.p_mean, "p_mean")
+        real_number(self.p_std, "p_std", low=0.0, low_open=True)
+        real_number(self.sigma_data, "sigma_data", low=0.0, low_open=True)
+        real_number(self.sigma_min, "sigma_min", low=0.0, low_open=True)
+        if real_number(self.sigma_max, "sigma_max") <= self.sigma_min:
+            raise ValueError(f"sigma_max must be > sigma_min = {self.sigma_min:g}, got {self.sigma_max!r}")
+        if not 0 <= positive_int(self.seed, "--seed", minimum=0) < 2**63:
+            raise ValueError(f"--seed must be an integer in [0, 2**63), got {self.seed}")
+        positive_int(self.n_phantoms, "n_phantoms")
+        positive_int(self.threads, "--threads (0: torch's default)", minimum=0)
+        if not isinstance(self.device, str) or not self.device:
+            raise ValueError(f"--device must be a torch device name such as 'cpu' or 'cuda', got {self.device!r}")
+        real_number(self.ckpt_minutes, "--ckpt-minutes", low=0.0)
+        real_number(self.max_minutes, "--max-minutes (0: no limit)", low=0.0)
+        if not isinstance(self.out, (str, os.PathLike)) or not str(self.out):
+            raise ValueError(f"--out must be a file path, got {self.out!r}")
+        if not isinstance(self.init, (str, os.PathLike)):
+            raise TypeError(f"--init must be a file path or '', got {type(self.init).__name__}")
+        if not isinstance(self.color_aug, bool):
+            raise TypeError(f"color_aug must be True or False, got {self.color_aug!r}")
+        if positive_int(self.stop_after, "--stop-after (0: run to --steps)", minimum=0) > self.steps:
+            raise ValueError(f"--stop-after must be <= --steps ({self.steps}), got {self.stop_after}")
+
 
 # --------------------------------------------------------------------------- data samplers
 
@@ -84,7 +171,7 @@ def _phantom_sampler(cfg: TrainConfig, generator: torch.Generator):
 
     if cfg.channels != 1:
         raise ValueError(f"--data phantoms needs --channels 1, got {cfg.channels}")
-    pool_gen = torch.Generator().manual_seed(10_000 + cfg.seed)
+    pool_gen = torch.Generator().manual_seed(PHANTOM_TRAIN_SEED + cfg.seed)
     # A run never sees more than steps × batch distinct images: do not generate more.
     pool = body_phantoms(min(cfg.n_phantoms, cfg.steps * cfg.batch), cfg.size, "mixed", generator=pool_gen)
 
@@ -191,20 +278,96 @@ def export_safetensors(prior: EDMPrior, path, metadata: dict) -> None:
 
 def _save_ckpt(path, net, ema, opt, generator, step, seconds):
     state = {"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-             "generator": generator.get_state(), "step": step, "seconds": seconds}
+             "generator": generator.get_state(), "step": step, "seconds": seconds,
+             "unet_config": net.config.to_json()}  # a str: still readable with weights_only=True
     tmp = str(path) + ".tmp"
     torch.save(state, tmp)
     os.replace(tmp, path)
 
 
+_CKPT_KEYS = ("net", "ema", "opt", "generator", "step", "seconds")
+
+
+def _arch(config: UNetConfig) -> str:
+    return (f"base={config.base}, channels={config.channels}, mults={tuple(config.mults)}, "
+            f"blocks={config.blocks}, attention_levels={tuple(config.attention_levels)}")
+
+
+def _load_resume(path: Path, cfg: TrainConfig, net, ema, opt, generator) -> tuple[int, float]:
+    """Restore ``net``, ``ema``, ``opt`` and ``generator`` from the ``--resume`` checkpoint ``path``.
+
+    The file is read with ``torch.load(weights_only=True)`` (tensors and plain values, never
+    pickled code) and checked before anything is restored: a truncated or corrupt file, a file
+    of another kind, another architecture (``--base``, ``--channels``), non-finite weights or a
+    malformed step raise ``ValueError`` naming the file. Returns ``(step, seconds)``.
+    """
+    name = str(path)
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except OSError:
+        raise
+    except Exception as err:  # noqa: BLE001 - zip, unpickling and EOF errors all mean "unreadable"
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"--resume checkpoint {name} cannot be read (truncated or corrupt: {detail[:200]}); "
+                         f"delete it to start over") from None
+    if not isinstance(state, dict) or any(k not in state for k in _CKPT_KEYS):
+        raise ValueError(f"--resume checkpoint {name} is not an invdiff training checkpoint (expected the keys "
+                         f"{', '.join(_CKPT_KEYS)})")
+    want = cfg.unet_config()
+    if "unet_config" in state:
+        try:
+            have = UNetConfig.from_json(state["unet_config"])
+        except (TypeError, ValueError, KeyError):
+            raise ValueError(f"--resume checkpoint {name} has an unreadable architecture record") from None
+        if have != want:
+            raise ValueError(f"--resume checkpoint {name} was written for {_arch(have)} but this run asks "
+                             f"{_arch(want)}; resume with the same --base and --channels, or use another --out")
+    expected = net.state_dict()
+    for part in ("net", "ema"):
+        sd = state[part]
+        if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+            raise ValueError(f"--resume checkpoint {name}: its '{part}' entry is not a state dict of tensors")
+        wrong = (set(expected) ^ set(sd)) | {k for k in expected if k in sd and sd[k].shape != expected[k].shape}
+        if wrong:
+            inp = sd.get("inp.weight")
+            written = (f"base={inp.shape[0]}, channels={inp.shape[1]}" if isinstance(inp, torch.Tensor)
+                       and inp.ndim == 4 else "another network")
+            raise ValueError(f"--resume checkpoint {name} was written for {written} but this run asks {_arch(want)} "
+                             f"({len(wrong)} weight(s) differ, e.g. {sorted(wrong)[0]}); resume with the same "
+                             f"--base and --channels, or use another --out")
+        bad = sorted(k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all())
+        if bad:
+            raise ValueError(f"--resume checkpoint {name} is corrupt: its '{part}' weights hold NaN or Inf "
+                             f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
+    gen, step, seconds = state["generator"], state["step"], state["seconds"]
+    if not isinstance(gen, torch.Tensor) or gen.dtype != torch.uint8:
+        raise ValueError(f"--resume checkpoint {name} is corrupt: its generator state is not a byte tensor")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"--resume checkpoint {name} is corrupt: step {step!r} is not an integer >= 0")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"--resume checkpoint {name} is corrupt: seconds {seconds!r} is not a finite number >= 0")
+    if cfg.stop_after and step >= cfg.stop_after:
+        raise ValueError(f"--stop-after {cfg.stop_after} is not after the step of --resume checkpoint {name} ({step}); "
+                         f"use a larger --stop-after or 0 to run to --steps")
+    try:
+        net.load_state_dict(state["net"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        generator.set_state(gen)
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"--resume checkpoint {name} cannot be restored into this run: {err}") from None
+    return int(step), float(seconds)
+
+
 # --------------------------------------------------------------------------- training loop
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
-    """Train an EDM-preconditioned UNet prior; returns the path of the exported safetensors."""
-    if cfg.steps < 1 or cfg.batch < 1:
-        raise ValueError(f"steps and batch must be >= 1, got steps={cfg.steps}, batch={cfg.batch}")
-    if cfg.size % 2 ** (len(cfg.mults) - 1):
-        raise ValueError(f"--size must be divisible by {2 ** (len(cfg.mults) - 1)}, got {cfg.size}")
+    """Train an EDM-preconditioned UNet prior; returns the path of the exported safetensors.
+
+    ``cfg`` is validated again here (it may have been changed after construction); with
+    ``resume=True`` an existing ``OUT.ckpt.pt`` is checked and restored (see :func:`_load_resume`).
+    """
+    cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
@@ -235,12 +398,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, seconds = 0, 0.0
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=True, map_location="cpu")
-        net.load_state_dict(state["net"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        generator.set_state(state["generator"])
-        step, seconds = int(state["step"]), float(state["seconds"])
+        step, seconds = _load_resume(ckpt_path, cfg, net, ema, opt, generator)
     sample = make_sampler(cfg, generator)
     prior = EDMPrior(net, sigma_data=cfg.sigma_data, sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max)
     ema_prior = EDMPrior(ema, sigma_data=cfg.sigma_data, sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max)

@@ -16,7 +16,7 @@ import json
 import shutil
 
 from invdiff.priors.unet import UNet, UNetConfig, count_parameters
-from invdiff.priors.zoo import CATALOG_PATH, WEIGHTS_DIR, _read_safetensors, catalog, sha256_file
+from invdiff.priors.zoo import CATALOG_PATH, WEIGHTS_DIR, read_safetensors, catalog, sha256_file
 
 
 def _toml_value(v):
@@ -46,7 +46,7 @@ def main(argv=None):
     p.add_argument("--hardware", required=True)
     p.add_argument("--card", default=None)
     args = p.parse_args(argv)
-    _, meta = _read_safetensors(args.file)
+    _, meta = read_safetensors(args.file)
     dest = WEIGHTS_DIR / f"{args.name}.safetensors"
     WEIGHTS_DIR.mkdir(exist_ok=True)
     shutil.copyfile(args.file, dest)

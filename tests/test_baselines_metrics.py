@@ -5,7 +5,7 @@ from invdiff.data.phantoms import body_phantoms
 from invdiff.metrics import nrmse, psnr, ssim
 from invdiff.operators import ct_sparse_view, gaussian_blur, mri_cartesian, random_inpainting, super_resolution
 from invdiff.problem import Problem
-from invdiff.solvers._cg import cg
+from invdiff.linalg import cg
 from invdiff.solvers.baselines import cgls, default_weight, fbp, tikhonov, tune_weight, tv, wiener, zero_filled
 
 

@@ -4,8 +4,11 @@ import json
 
 import pytest
 
-from invdiff.bench import METHODS, not_applicable, run_method
+import torch
+
+from invdiff.bench import not_applicable
 from invdiff.cli import main
+from invdiff.methods import METHODS, get_method
 from invdiff.problems import get_problem
 
 
@@ -59,32 +62,42 @@ def test_bench_bad_arguments(args, message, tmp_path, capsys):
     assert not out.exists()
 
 
-def test_run_method_deepinv_samplers_use_the_same_prior(inpainting_problem):
+def test_deepinv_samplers_use_the_same_prior(inpainting_problem):
     """deepinv's samplers run through the adapter: they count network calls like ours."""
-    import torch
-
-    from invdiff.priors import load_prior
-
     spec = get_problem("inpaint-random-70")
     pb = spec.make("test", 1, seed=0)
-    prior = load_prior(spec.prior)
+    prior = spec.build_prior()
     for name in ("deepinv-dps", "deepinv-ddrm", "deepinv-diffpir"):
         assert not_applicable(name, spec) is None
-        out = run_method(name, spec, pb, prior, steps=4, seed=0, params={})
-        assert out["x_hat"].shape == pb.x_true.shape and torch.isfinite(out["x_hat"]).all()
-        assert out["nfe"] >= 4, name
+        res = get_method(name).run(pb, prior, steps=4, generator=torch.Generator().manual_seed(0), params={})
+        assert res.x_hat.shape == pb.x_true.shape and torch.isfinite(res.x_hat).all()
+        assert res.nfe >= 4 and res.network_seconds > 0, name
     assert METHODS["deepinv-dps"].family == "deepinv" and METHODS["tv"].family == "classical"
 
 
 def test_posterior_mean_of_k_samples_method():
-    from invdiff.priors import load_prior
-
     spec = get_problem("mri-4x")
     pb = spec.make("test", 1, seed=0)
-    out = run_method("diffpir:3", spec, pb, load_prior(spec.prior), steps=2, seed=0)
-    assert out["x_hat"].shape == pb.x_true.shape and out["nfe"] == 2
-    one = run_method("diffpir", spec, pb, load_prior(spec.prior), steps=2, seed=0)["x_hat"]
-    assert (out["x_hat"] - one).abs().max() > 1e-3  # an average of 3 draws, not the single sample
-    for bad in ("reddiff:2", "tv:2", "diffpir:0", "diffpir:x"):
+    prior = spec.build_prior()
+    res = get_method("diffpir:3").run(pb, prior, steps=2, generator=torch.Generator().manual_seed(0))
+    assert res.x_hat.shape == pb.x_true.shape and res.nfe == 2
+    one = get_method("diffpir").run(pb, prior, steps=2, generator=torch.Generator().manual_seed(0)).x_hat
+    assert (res.x_hat - one).abs().max() > 1e-3  # an average of 3 draws, not the single sample
+    for bad in ("reddiff:2", "tv:2", "diffpir:0", "diffpir:x", "diffpir:"):
         with pytest.raises(ValueError, match="SOLVER:K"):
-            run_method(bad, spec, pb, None, steps=2)
+            get_method(bad)
+
+
+def test_methods_declare_what_they_need():
+    spec = get_problem("ct-sparse-8")
+    assert METHODS["ddrm"].applicable(spec.operator()) == "needs an SVD"
+    assert METHODS["diffpir"].applicable(spec.operator()) is True
+    assert not_applicable("mbir", spec) == "couples the slices of a volume (volume problems only)"
+    assert not_applicable("diffpir", get_problem("ct3d-sparse-8")).startswith("volume problem")
+    with pytest.raises(ValueError, match="needs a prior"):
+        get_method("dps").run(spec.make("test", 1), None, steps=2)
+    with pytest.raises(ValueError, match="cannot run on this problem: needs an SVD"):
+        get_method("ddrm").run(spec.make("test", 1), spec.build_prior(), steps=2)
+    # the tv grid is in units of sigma_y²
+    pb = spec.make("validation", 1)
+    assert get_method("tv").grid_points(pb)[0]["lam"] == pytest.approx(0.3 * 0.005**2)

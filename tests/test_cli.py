@@ -28,7 +28,7 @@ def test_demo_bad_arguments(args, message, capsys, tmp_path):
 def test_demo_unwritable_output(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert main(["demo", "--out", str(blocker / "sub"), "--steps", "1", "--no-progress"]) == 2
+    assert main(["demo", "--out", str(blocker / "sub"), "--steps", "1", "--no-progress"]) == 3  # a file error
     assert "error" in capsys.readouterr().err
 
 
@@ -71,18 +71,19 @@ def test_solve_own_measurement_and_its_errors(tmp_path, capsys):
     assert main(args + ["--n-views", "40", "--out", str(tmp_path / "ok")]) == 0
     assert np.load(tmp_path / "ok" / "reconstruction.npy").shape == (1, 1, 64, 64)
     capsys.readouterr()
-    cases = [
-        (args + ["--n-views", "20", "--out", str(tmp_path / "bad1")], "has shape (1, 91, 40)"),
+    cases = [  # (argv, message, exit code: 2 bad input, 3 file error)
+        (args + ["--n-views", "20", "--out", str(tmp_path / "bad1")], "has shape (1, 91, 40)", 2),
         (["solve", "--measurement", str(tmp_path / "nope.npy"), "--operator", "ct_sparse_view", "--sigma-y", "0.01",
-          "--out", str(tmp_path / "bad2")], "no measurement file"),
-        (["solve", "--problem", "ct-sparse-9", "--out", str(tmp_path / "bad3")], "known problems"),
-        (["solve", "--problem", "ct-sparse-8", "--solver", "magic", "--out", str(tmp_path / "bad4")], "known solvers"),
-        (["solve", "--problem", "ct-sparse-8", "--steps", "0", "--out", str(tmp_path / "bad5")], "--steps"),
+          "--out", str(tmp_path / "bad2")], "no measurement file", 3),
+        (["solve", "--problem", "ct-sparse-9", "--out", str(tmp_path / "bad3")], "known problems", 2),
+        (["solve", "--problem", "ct-sparse-8", "--solver", "magic", "--out", str(tmp_path / "bad4")], "known solvers", 2),
+        (["solve", "--problem", "ct-sparse-8", "--steps", "0", "--out", str(tmp_path / "bad5")], "--steps", 2),
         (["solve", "--problem", "ct-sparse-8", "--image", str(tmp_path / "none.png"), "--out", str(tmp_path / "bad6")],
-         "none.png"),
+         "none.png", 3),
+        (args + ["--max-angle", "90", "--out", str(tmp_path / "bad7")], "does not take --max-angle", 2),
     ]
-    for argv, message in cases:
-        assert main(argv) == 2, argv
+    for argv, message, code in cases:
+        assert main(argv) == code, argv
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (argv, err)
         assert not os.path.exists(argv[argv.index("--out") + 1])  # nothing written

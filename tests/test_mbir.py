@@ -9,7 +9,7 @@ from invdiff.metrics import plane_metrics
 from invdiff.operators import FiniteDifference, random_inpainting
 from invdiff.priors import GaussianPrior, SliceStackPrior
 from invdiff.solvers import MBIR, SOLVERS
-from invdiff.solvers._cg import cg
+from invdiff.linalg import cg
 from invdiff.solvers.mbir import soft_threshold
 
 D64 = torch.float64
@@ -160,9 +160,17 @@ def test_mbir_runs_on_mri_with_a_mask_per_slice():
     assert res.x_hat.shape == (4, 1, 16, 16) and torch.isfinite(res.x_hat).all()
 
 
-def test_chunked_normal_operator_matches_the_whole_volume():
-    from invdiff.operators import volume_ct
+def test_chunked_operator_matches_the_whole_volume():
+    from invdiff.operators import chunked, volume_ct, volume_mri
 
     op = volume_ct(16, 4)
     w = torch.rand(7, 1, 16, 16, generator=torch.Generator().manual_seed(0))
-    assert torch.allclose(MBIR.normal(op, 3)(w), op.A_adjoint(op.A(w)), atol=1e-6)
+    c = chunked(op, 3)
+    assert torch.allclose(c.normal(w), op.A_adjoint(op.A(w)), atol=1e-6)
+    assert torch.allclose(c.A(w), op.A(w), atol=1e-6)
+    assert torch.allclose(c.A_adjoint(op.A(w)), op.A_adjoint(op.A(w)), atol=1e-6)
+    # per-slice parameters (one MRI mask per slice) tie the operator to the whole stack
+    mri = volume_mri(7, 16, 4.0, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(chunked(mri, 3).normal(w), mri.A_adjoint(mri.A(w)))
+    with pytest.raises(ValueError, match="chunk"):
+        chunked(op, 0)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from invdiff.bench import METHODS
+from invdiff.methods import METHODS
 from invdiff.cli import main
 from invdiff.priors import load_prior
 from invdiff.problems import PROBLEMS, get_problem

@@ -68,7 +68,7 @@ def _start(physics, y, cutoff=0.05):
 
     pb = Problem(physics, y, 0.02)
     x_T = torch.zeros((y.shape[0],) + tuple(pb.img_shape), dtype=y.dtype)
-    return REDDiff(pinv_cutoff=cutoff).init(pb, None, x_T, None).x
+    return REDDiff(pinv_cutoff=cutoff).init(pb, None, x_T, 1.0, None).x
 
 
 def test_start_is_the_truncated_pseudo_inverse():

@@ -85,7 +85,7 @@ def test_cli_train_and_errors(tmp_path, capsys):
     assert "invdiff train" in load_checkpoint(out).metadata["command"]
     assert cli(["train", "--steps", "0", "--out", str(out)]) == 2
     assert cli(["train", "--data", "nowhere", "--steps", "1", "--out", str(out)]) == 2
-    assert cli(["train", "--data", "folder:/does/not/exist", "--steps", "1", "--out", str(out)]) == 2
+    assert cli(["train", "--data", "folder:/does/not/exist", "--steps", "1", "--out", str(out)]) == 3  # a file error
     assert cli(["train", "--device", "gpu7", "--steps", "1", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("error:") == 4 and "--device 'gpu7'" in err

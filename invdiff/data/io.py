@@ -99,8 +99,9 @@ def load_image(path, *, channels: int | None = None) -> torch.Tensor:
 def load_npy(path, *, channels: int | None = None, normalize: bool = False) -> torch.Tensor:
     """Read a ``.npy`` array ``(H, W)``, ``(C, H, W)`` or ``(H, W, C)``.
 
-    Values are taken as they are (they should already be in [0, 1]); ``normalize=True`` maps
-    the array's minimum and maximum to 0 and 1.
+    Values are taken as they are (they should already be in [0, 1]; an array reaching beyond
+    [-1, 2], such as 8-bit 0–255 data, raises ``ValueError``); ``normalize=True`` maps the
+    array's minimum and maximum to 0 and 1.
     """
     p = _existing(path)
     try:
@@ -109,10 +110,18 @@ def load_npy(path, *, channels: int | None = None, normalize: bool = False) -> t
         raise ValueError(f"cannot read .npy file {str(p)!r}: {err}") from err
     if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
         arr = np.moveaxis(arr, 0, -1)
+    if arr.size == 0 or arr.dtype.kind not in "biuf":
+        raise ValueError(f".npy file {str(p)!r} must hold a non-empty real array, got dtype {arr.dtype} and "
+                         f"shape {arr.shape}")
     arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise ValueError(f".npy file {str(p)!r} contains NaN or Inf")
+    lo, hi = float(arr.min()), float(arr.max())
     if normalize:
-        lo, hi = float(arr.min()), float(arr.max())
         arr = (arr - lo) / max(hi - lo, 1e-12)
+    elif lo < -1.0 or hi > 2.0:
+        raise ValueError(f".npy file {str(p)!r} spans [{lo:.4g}, {hi:.4g}], but images are in [0, 1]: rescale it "
+                         f"(e.g. divide 8-bit data by 255) or load it with normalize=True")
     return _to_tensor(arr, channels, str(p))
 
 

@@ -9,12 +9,14 @@ from functools import partial
 
 from .blur import gaussian_blur, gaussian_kernel, kernel_blur, line_kernel, motion_blur
 from .checks import check_adjoint, check_batch, check_linear
+from .chunked import Chunked, chunked
 from .ct import CT, ct_limited_angle, ct_parallel, ct_sparse_view, ramp_filter
 from .dense import DenseOperator, dense_operator
 from .difference import FiniteDifference, finite_difference
 from .downsample import super_resolution
 from .inpainting import box_inpainting, mask_inpainting, random_inpainting
 from .mri import cartesian_mask, coil_sensitivities, mri_cartesian
+from .spectral import has_svd, real_part, require_svd, singular_values, truncated_pinv
 from .volume import check_volume, volume_ct, volume_mri
 
 OPERATORS = {
@@ -45,4 +47,5 @@ __all__ = ["OPERATORS", "make_operator", "check_adjoint", "check_linear", "check
            "mask_inpainting", "box_inpainting", "random_inpainting", "super_resolution",
            "CT", "ct_sparse_view", "ct_limited_angle", "ct_parallel", "ramp_filter",
            "mri_cartesian", "cartesian_mask", "coil_sensitivities", "FiniteDifference",
-           "finite_difference", "DenseOperator", "dense_operator", "volume_ct", "volume_mri", "check_volume"]
+           "finite_difference", "DenseOperator", "dense_operator", "volume_ct", "volume_mri", "check_volume",
+           "Chunked", "chunked", "has_svd", "require_svd", "singular_values", "truncated_pinv", "real_part"]

@@ -7,12 +7,13 @@ beam by default), divided by the image width ``W`` in pixels. The scaling makes 
 a *mean* attenuation along each ray (path length measured in image widths), so sinogram values
 lie in [0, 1] like the image, and ``sigma_y`` keeps its [0, 1]-unit meaning for CT.
 
-Implementation notes (see ALGORITHMS.md, "deepinv 0.5 Tomography")
-------------------------------------------------------------------
+Implementation notes (measured in ``benchmarks/operators.md``)
+-------------------------------------------------------------
 * The forward projection is deepinv's :class:`~deepinv.physics.Tomography` with
   ``normalize=False`` (no power method at construction).
 * The adjoint is computed by autograd through the forward projection in the dtype of ``y``,
-  so ``<A x, y> = <x, Aᵀ y>`` holds to rounding error (deepinv's legacy adjoint is 5–8 % off).
+  so ``<A x, y> = <x, Aᵀ y>`` holds to rounding error (deepinv's legacy adjoint is 0.6–0.8 % off in
+  ``benchmarks/operators.md``).
 * ``A_dagger`` is filtered back-projection through that same adjoint: ramp filter (optionally
   Hann-windowed) of each projection along the detector, then ``Δθ · Rᵀ``. Because it uses the
   operator's own back-projector, it is consistent with ``A`` whatever the grid parity.
@@ -25,11 +26,32 @@ import math
 import deepinv
 import torch
 
-from ._base import ShapeChecked, img_size_3d, positive_int
+from ._base import ShapeChecked, img_size_3d, positive_int, real_number, real_tensor
 
 __all__ = ["ct_sparse_view", "ct_limited_angle", "ct_parallel", "CT", "ramp_filter", "FBP_FILTERS"]
 
 FBP_FILTERS = ("ramp", "hann", "shepp-logan", "cosine")
+#: keys of deepinv's fan-beam geometry (``fan_parameters``); the detector count is an integer
+FAN_PARAMETERS = ("pixel_spacing", "source_radius", "detector_radius", "n_detector_pixels", "detector_spacing")
+
+
+def _check_fan_parameters(fan_parameters) -> dict | None:
+    """``fan_parameters`` (None or a dict of deepinv fan-beam settings) checked key by key."""
+    if fan_parameters is None:
+        return None
+    if not isinstance(fan_parameters, dict):
+        raise TypeError(f"fan_parameters must be a dict or None, got {type(fan_parameters).__name__}")
+    unknown = sorted(map(str, set(fan_parameters) - set(FAN_PARAMETERS)))
+    if unknown:
+        raise ValueError(f"fan_parameters has unknown key(s) {', '.join(unknown)}; known keys: "
+                         f"{', '.join(FAN_PARAMETERS)}")
+    out = {}
+    for key, value in fan_parameters.items():
+        if key == "n_detector_pixels":
+            out[key] = positive_int(value, f"fan_parameters['{key}']")
+        else:
+            out[key] = real_number(value, f"fan_parameters['{key}']", low=0.0, low_open=True)
+    return out
 
 
 def ramp_filter(n_det: int, window: str = "ramp", *, dtype=torch.float64, device=None) -> torch.Tensor:
@@ -39,8 +61,9 @@ def ramp_filter(n_det: int, window: str = "ramp", *, dtype=torch.float64, device
     ``h[0] = 1/4``, ``h[n] = -1/(π n)²`` for odd ``n``, ``0`` for even ``n`` (detector spacing 1),
     then multiplied by a window: ``ramp`` (none), ``hann``, ``shepp-logan`` (sinc) or ``cosine``.
     """
-    if window not in FBP_FILTERS:
-        raise ValueError(f"FBP filter must be one of {FBP_FILTERS}, got {window!r}")
+    positive_int(n_det, "n_det")
+    if not isinstance(window, str) or window not in FBP_FILTERS:
+        raise ValueError(f"FBP filter (window) must be one of {FBP_FILTERS}, got {window!r}")
     size = max(64, 2 ** math.ceil(math.log2(2 * n_det)))
     n = torch.cat([torch.arange(0, size // 2 + 1), torch.arange(-(size // 2) + 1, 0)]).to(dtype)
     h = torch.zeros(size, dtype=dtype)
@@ -69,9 +92,17 @@ class CT(ShapeChecked, deepinv.physics.Tomography):
                  fan_beam: bool = False, fan_parameters: dict | None = None):
         c, h, w = img_size_3d(img_size)
         if h != w:
-            raise ValueError(f"CT needs a square image, got ({h}, {w})")
-        if fbp_filter not in FBP_FILTERS:
+            raise ValueError(f"CT needs a square image (img_size with H == W), got ({h}, {w})")
+        if not isinstance(fbp_filter, str) or fbp_filter not in FBP_FILTERS:
             raise ValueError(f"fbp_filter must be one of {FBP_FILTERS}, got {fbp_filter!r}")
+        if not isinstance(fan_beam, bool):
+            raise TypeError(f"fan_beam must be True or False, got {fan_beam!r}")
+        if fan_parameters is not None and not fan_beam:
+            raise ValueError("fan_parameters only apply to fan-beam CT (fan_beam=True / geometry='fan')")
+        fan_parameters = _check_fan_parameters(fan_parameters)
+        angles_deg = real_tensor(angles_deg, "angles_deg", dtype=torch.float64).reshape(-1)
+        if angles_deg.numel() < 1:
+            raise ValueError("angles_deg must hold at least one angle")
         super().__init__(angles=angles_deg.float(), img_width=w, circle=False, normalize=False,
                          adjoint_via_backprop=True, fan_beam=fan_beam, fan_parameters=fan_parameters)
         self.img_shape = (c, h, w)
@@ -84,15 +115,17 @@ class CT(ShapeChecked, deepinv.physics.Tomography):
     def n_views(self) -> int:
         return int(self.angles.numel())
 
-    def A(self, x, **kwargs):
-        return super().A(x, **kwargs) * self.scale
+    def _apply_A(self, x, **kwargs):
+        return super()._apply_A(x, **kwargs) * self.scale
 
     def A_adjoint(self, y, **kwargs):
-        """Exact adjoint ``Aᵀ y = ∇_x <A x, y>`` by autograd, in the dtype of ``y``.
+        """Exact adjoint ``Aᵀ y = ∇_x <A x, y>`` by autograd, computed in the operator's working
+        dtype and returned in the dtype of ``y`` (see :class:`~invdiff.operators._base.ShapeChecked`).
 
         ``A`` is linear, so its vector–Jacobian product does not depend on the point: it is
         built once per (batch, dtype, device) with :func:`torch.func.vjp` and reused.
         """
+        y, dtype = self._as_working(y, "y")
         self._check_y(y)
         key = (y.shape[0], y.dtype, y.device)
         cache = self.__dict__.setdefault("_vjp_cache", {})
@@ -100,7 +133,7 @@ class CT(ShapeChecked, deepinv.physics.Tomography):
             x0 = torch.zeros((y.shape[0],) + self.img_shape, dtype=y.dtype, device=y.device)
             cache.clear()  # keep one entry: the saved tensors are the size of an image batch
             cache[key] = torch.func.vjp(self.A, x0)[1]
-        return cache[key](y)[0]
+        return cache[key](y)[0].to(dtype)
 
     def _apply(self, fn, recurse=True):
         self.__dict__.pop("_vjp_cache", None)  # dtype/device change: rebuild the adjoint
@@ -122,6 +155,7 @@ class CT(ShapeChecked, deepinv.physics.Tomography):
         For fan-beam geometry this is the parallel-beam formula applied to fan data, an
         approximation (no fan-angle weighting).
         """
+        y, dtype = self._as_working(y, "y")
         self._check_y(y)
         n_det = y.shape[-2]
         resp = ramp_filter(n_det, filter or self.fbp_filter, dtype=y.dtype, device=y.device)
@@ -130,7 +164,7 @@ class CT(ShapeChecked, deepinv.physics.Tomography):
         spec = torch.fft.fft(yt, n=size, dim=-1) * resp
         filtered = torch.fft.ifft(spec, dim=-1).real[..., :n_det].transpose(-1, -2)
         w = self.img_shape[-1]
-        return self.A_adjoint(filtered.contiguous()) * (self.angular_step() * w * w)
+        return (self.A_adjoint(filtered.contiguous()) * (self.angular_step() * w * w)).to(dtype)
 
     def A_dagger(self, y, **kwargs):
         """Filtered back-projection (see :meth:`fbp`)."""
@@ -143,8 +177,8 @@ def _angles(n_views: int, max_angle_deg: float) -> torch.Tensor:
 
 def ct_parallel(img_size, angles_deg, *, fbp_filter: str = "ramp") -> CT:
     """Parallel-beam CT at the given projection angles (degrees)."""
-    a = torch.as_tensor(angles_deg, dtype=torch.float64).reshape(-1)
-    if a.numel() < 1 or not torch.isfinite(a).all():
+    a = real_tensor(angles_deg, "angles_deg", dtype=torch.float64).reshape(-1)
+    if a.numel() < 1:
         raise ValueError(f"angles_deg must hold at least one finite angle, got {angles_deg!r}")
     return CT(img_size, a, fbp_filter=fbp_filter)
 
@@ -156,8 +190,11 @@ def ct_sparse_view(img_size, n_views: int = 32, *, fbp_filter: str = "ramp", geo
     ``geometry="fan"`` uses deepinv's fan-beam projector (angles over [0°, 360°)); its
     ``A_dagger`` is then an approximate FBP.
     """
-    positive_int(n_views, "n_views")
+    img_size_3d(img_size)
+    n_views = positive_int(n_views, "n_views")
     if geometry == "parallel":
+        if fan_parameters is not None:
+            raise ValueError("fan_parameters only apply to geometry='fan', got geometry='parallel'")
         return CT(img_size, _angles(n_views, 180.0), fbp_filter=fbp_filter)
     if geometry == "fan":
         return CT(img_size, _angles(n_views, 360.0), fbp_filter=fbp_filter, fan_beam=True,
@@ -171,9 +208,9 @@ def ct_limited_angle(img_size, max_angle_deg: float = 90.0, n_views: int | None 
 
     ``n_views`` defaults to one view per degree.
     """
-    if not (0 < max_angle_deg <= 180):
-        raise ValueError(f"max_angle_deg must be in (0, 180], got {max_angle_deg!r}")
+    img_size_3d(img_size)
+    max_angle_deg = real_number(max_angle_deg, "max_angle_deg", low=0.0, high=180.0, low_open=True)
     if n_views is None:
         n_views = max(1, int(round(max_angle_deg)))
-    positive_int(n_views, "n_views")
+    n_views = positive_int(n_views, "n_views")
     return CT(img_size, _angles(n_views, max_angle_deg), fbp_filter=fbp_filter)

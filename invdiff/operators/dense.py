@@ -13,7 +13,7 @@ from __future__ import annotations
 import deepinv
 import torch
 
-from ._base import ShapeChecked, img_size_3d, positive_int
+from ._base import ShapeChecked, check_generator, img_size_3d, positive_int
 
 __all__ = ["DenseOperator", "dense_operator"]
 
@@ -31,7 +31,17 @@ class DenseOperator(ShapeChecked, deepinv.physics.DecomposablePhysics):
 
     def __init__(self, matrix: torch.Tensor, img_size):
         c, h, w = img_size_3d(img_size)
-        M = torch.as_tensor(matrix)
+        if matrix is None or isinstance(matrix, (str, bytes)):
+            raise TypeError(f"dense operator: matrix must be a real 2D tensor or array, got {type(matrix).__name__}")
+        try:
+            M = torch.as_tensor(matrix)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"dense operator: matrix must be a real 2D tensor or array, "
+                            f"got {type(matrix).__name__}") from None
+        if M.is_complex() or M.dtype == torch.bool:
+            raise TypeError(f"dense operator: matrix must be real, got dtype {M.dtype}")
+        if not M.is_floating_point():
+            M = M.to(torch.get_default_dtype())  # integer entries: exact in float, not truncated later
         if M.ndim != 2 or M.shape[1] != c * h * w or M.shape[0] < 1:
             raise ValueError(f"dense operator: matrix must have shape (m, {c * h * w}) for images "
                              f"{(c, h, w)}, got {tuple(M.shape)}")
@@ -77,6 +87,7 @@ def dense_operator(img_size, matrix: torch.Tensor | None = None, *, measurements
     The random matrix has i.i.d. ``N(0, 1/d)`` entries, so ``‖A x‖ ≈ ‖x‖ sqrt(m/d)``.
     """
     c, h, w = img_size_3d(img_size)
+    check_generator(generator)
     d = c * h * w
     if matrix is None:
         m = positive_int(measurements if measurements is not None else max(1, d // 4), "measurements")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import deepinv
 import torch
 
+from ._base import img_size_3d
+
 __all__ = ["FiniteDifference", "finite_difference"]
 
 
@@ -26,10 +28,31 @@ class FiniteDifference(deepinv.physics.LinearPhysics):
 
     def __init__(self, dim=(-2, -1), **kwargs):
         super().__init__(**kwargs)
-        dims = (dim,) if isinstance(dim, int) else tuple(dim)
-        if not dims or not all(isinstance(d, int) for d in dims):
-            raise ValueError(f"FiniteDifference: dim must be an int or a tuple of ints, got {dim!r}")
+        if isinstance(dim, bool) or isinstance(dim, (str, bytes)):
+            raise TypeError(f"FiniteDifference: dim must be an int or a tuple of ints, got {dim!r}")
+        try:
+            dims = (dim,) if isinstance(dim, int) else tuple(dim)
+        except TypeError:
+            raise TypeError(f"FiniteDifference: dim must be an int or a tuple of ints, got {dim!r}") from None
+        if not all(isinstance(d, int) and not isinstance(d, bool) for d in dims):
+            raise TypeError(f"FiniteDifference: dim must be an int or a tuple of ints, got {dim!r}")
+        if not dims or len(set(dims)) != len(dims):
+            raise ValueError(f"FiniteDifference: dim must name one or more distinct axes, got {dim!r}")
         self.dims = dims
+
+    @staticmethod
+    def _check(t, name: str) -> None:
+        """Real floating tensors only: integer differences would wrap around or truncate."""
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"FiniteDifference: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"FiniteDifference: {name} must be a real floating-point tensor, got dtype "
+                            f"{t.dtype}; convert it to float first")
+
+    def _check_dims(self, t, name: str) -> None:
+        bad = [d for d in self.dims if not -t.ndim <= d < t.ndim]
+        if bad:
+            raise ValueError(f"FiniteDifference: dim {bad} out of range for {name} of shape {tuple(t.shape)}")
 
     def _diff(self, x, d):
         n = x.shape[d]
@@ -47,15 +70,25 @@ class FiniteDifference(deepinv.physics.LinearPhysics):
         return torch.cat([zero, inner], dim=d) - torch.cat([inner, zero], dim=d)
 
     def A(self, x, **kwargs):
+        self._check(x, "x")
         if x.ndim < 2:
             raise ValueError(f"FiniteDifference: expected at least a 2D tensor, got shape {tuple(x.shape)}")
+        self._check_dims(x, "x")
         return torch.cat([self._diff(x, d) for d in self.dims], dim=1)
 
     def A_adjoint(self, y, **kwargs):
+        self._check(y, "y")
+        if y.ndim < 2 or y.shape[1] % len(self.dims):
+            raise ValueError(f"FiniteDifference: y must stack {len(self.dims)} difference(s) along dim 1, got "
+                             f"shape {tuple(y.shape)}")
+        self._check_dims(y, "y")
         parts = y.chunk(len(self.dims), dim=1)
         return sum(self._diff_adjoint(p, d) for p, d in zip(parts, self.dims))
 
 
 def finite_difference(img_size=None, dim=(-2, -1)):
-    """Factory for :class:`FiniteDifference` (``img_size`` is accepted for registry uniformity)."""
+    """Factory for :class:`FiniteDifference` (``img_size`` is accepted for registry uniformity and
+    validated when given)."""
+    if img_size is not None:
+        img_size_3d(img_size)
     return FiniteDifference(dim=dim)

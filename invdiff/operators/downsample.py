@@ -27,10 +27,11 @@ def super_resolution(img_size, factor: int = 4, *, filter: str = "bicubic"):
     ``H`` and ``W`` must be divisible by ``factor``.
     """
     c, h, w = img_size_3d(img_size)
-    positive_int(factor, "factor", minimum=2)
+    factor = positive_int(factor, "factor", minimum=2)
     if h % factor or w % factor:
-        raise ValueError(f"image size ({h}, {w}) is not divisible by factor {factor}")
-    if filter not in FILTERS:
+        raise ValueError(f"image size ({h}, {w}) is not divisible by factor {factor}; img_size H and W must "
+                         f"be multiples of factor")
+    if not isinstance(filter, str) or filter not in FILTERS:
         raise ValueError(f"filter must be one of {FILTERS}, got {filter!r}")
     if filter == "box":
         # Aligned block mean (pixels f·i … f·i + f − 1, as avg_pool2d): deepinv centres an odd

@@ -9,7 +9,7 @@ from __future__ import annotations
 import deepinv
 import torch
 
-from ._base import ShapeChecked, img_size_3d
+from ._base import ShapeChecked, as_integer, check_generator, img_size_3d, real_number, real_tensor
 
 __all__ = ["mask_inpainting", "box_inpainting", "random_inpainting"]
 
@@ -24,7 +24,10 @@ def mask_inpainting(img_size, mask) -> deepinv.physics.Inpainting:
     ``mask`` has shape ``(H, W)`` (shared by all channels), ``(C, H, W)`` or ``(1, C, H, W)``.
     """
     c, h, w = img_size_3d(img_size)
-    m = torch.as_tensor(mask, dtype=torch.float32)
+    try:
+        m = real_tensor(mask, "mask", allow_bool=True)  # complex, non-numeric: TypeError
+    except ValueError:
+        raise ValueError("mask must contain only 0 (missing) and 1 (observed), got NaN or Inf") from None
     if m.ndim == 2:
         m = m.expand(c, h, w) if tuple(m.shape) == (h, w) else m
     if m.ndim == 4 and m.shape[0] == 1:
@@ -47,9 +50,15 @@ def box_inpainting(img_size, box=None):
     c, h, w = img_size_3d(img_size)
     if box is None:
         box = (h // 4, w // 4, h // 2, w // 2)
-    if len(box) != 4 or any(int(v) != v or v < 0 for v in box):
+    try:
+        entries = [as_integer(v) for v in box] if not isinstance(box, (str, bytes)) else None
+    except TypeError:
+        entries = None
+    if entries is None or None in entries:
+        raise TypeError(f"box must be (top, left, height, width) of integers, got {box!r}")
+    if len(entries) != 4 or min(entries) < 0:
         raise ValueError(f"box must be (top, left, height, width) of non-negative ints, got {box!r}")
-    top, left, bh, bw = (int(v) for v in box)
+    top, left, bh, bw = entries
     if bh < 1 or bw < 1 or top + bh > h or left + bw > w:
         raise ValueError(f"box {box!r} does not fit in an image of size ({h}, {w})")
     m = torch.ones(h, w)
@@ -60,7 +69,7 @@ def box_inpainting(img_size, box=None):
 def random_inpainting(img_size, missing_fraction: float = 0.7, *, generator: torch.Generator | None = None):
     """Each pixel missing independently with probability ``missing_fraction`` (all channels together)."""
     c, h, w = img_size_3d(img_size)
-    if not (0 <= missing_fraction < 1):
-        raise ValueError(f"missing_fraction must be in [0, 1), got {missing_fraction!r}")
+    missing_fraction = real_number(missing_fraction, "missing_fraction", low=0.0, high=1.0, high_open=True)
+    check_generator(generator)
     m = (torch.rand((h, w), generator=generator) >= missing_fraction).float()
     return mask_inpainting((c, h, w), m)

@@ -21,7 +21,7 @@ import math
 import deepinv
 import torch
 
-from ._base import ShapeChecked, img_size_3d, positive_int
+from ._base import ShapeChecked, check_generator, img_size_3d, positive_int, real_number, real_tensor
 
 __all__ = ["mri_cartesian", "cartesian_mask", "coil_sensitivities", "MASKS"]
 
@@ -42,13 +42,12 @@ def cartesian_mask(img_size, acceleration: float = 4.0, center_fraction: float =
       (variable density, more lines near the centre).
     """
     _, h, w = img_size_3d(img_size)
-    if not (isinstance(acceleration, (int, float)) and math.isfinite(acceleration) and acceleration >= 1):
-        raise ValueError(f"acceleration must be a finite number >= 1, got {acceleration!r}")
-    if not (0 <= center_fraction <= 1):
-        raise ValueError(f"center_fraction must be in [0, 1], got {center_fraction!r}")
-    if kind not in MASKS:
+    acceleration = real_number(acceleration, "acceleration", low=1.0)
+    center_fraction = real_number(center_fraction, "center_fraction", low=0.0, high=1.0)
+    if not isinstance(kind, str) or kind not in MASKS:
         raise ValueError(f"mask must be one of {MASKS}, got {kind!r}")
-    positive_int(n_masks, "n_masks")
+    n_masks = positive_int(n_masks, "n_masks")
+    check_generator(generator)
     n_total = max(1, int(round(w / acceleration)))
     n_center = min(int(round(w * center_fraction)), n_total)
     c0 = w // 2 - n_center // 2
@@ -82,8 +81,9 @@ def coil_sensitivities(n_coils: int, img_size, *, width: float = 0.7) -> torch.T
     ``exp(-d² / (2 width²))`` of the distance ``d`` to the coil, phase linear in the distance
     (π/2 across the field of view), then normalised by the root sum of squares.
     """
-    positive_int(n_coils, "coils")
+    n_coils = positive_int(n_coils, "coils")
     _, h, w = img_size_3d(img_size)
+    width = real_number(width, "width", low=0.0, low_open=True)
     ys = torch.linspace(-1, 1, h, dtype=torch.float64)
     xs = torch.linspace(-1, 1, w, dtype=torch.float64)
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
@@ -101,6 +101,9 @@ def coil_sensitivities(n_coils: int, img_size, *, width: float = 0.7) -> torch.T
 
 class _RealInputMixin(ShapeChecked):
     real_input: bool = True
+    complex_hint = ("complex images are passed as real and imaginary channels (B, 2, H, W) with "
+                    "mri_cartesian(..., real_input=False), and k-space y as real and imaginary channels, "
+                    "as A returns it")
 
     def _to_inner(self, x):
         return torch.cat([x, torch.zeros_like(x)], dim=1) if self.real_input else x
@@ -117,10 +120,10 @@ class _RealInputMixin(ShapeChecked):
     def prox_l2(self, z, y, gamma, **kwargs):
         """``argmin_x ½‖A x − y‖² + ‖x − z‖²/(2γ)``. Real-input MRI has no Fourier-diagonal normal
         operator (``AᵀA x = Re(F⁻¹ M F x)``), so deepinv's SVD prox does not apply; CG
-        (:func:`invdiff.solvers._cg.cg`) on ``(AᵀA + I/γ) x = Aᵀy + z/γ`` instead."""
+        (:func:`invdiff.linalg.cg`) on ``(AᵀA + I/γ) x = Aᵀy + z/γ`` instead."""
         if not self.real_input:
             return super().prox_l2(z, y, gamma, **kwargs)
-        from ..solvers._cg import cg
+        from ..linalg import cg
 
         rhs = self.A_adjoint(y) + z / gamma
         return cg(lambda x: self.A_adjoint(self.A(x)) + x / gamma, rhs, z, max_iter=100, tol=1e-8)
@@ -171,22 +174,35 @@ def mri_cartesian(img_size, acceleration: float = 4.0, center_fraction: float = 
         Source of randomness for the mask.
     """
     c, h, w = img_size_3d(img_size)
+    if not isinstance(real_input, bool):
+        raise TypeError(f"real_input must be True or False, got {real_input!r}")
     expected_c = 1 if real_input else 2
     if c != expected_c:
         raise ValueError(f"img_size must have {expected_c} channel(s) for real_input={real_input}, got {c}")
-    positive_int(coils, "coils")
+    coils = positive_int(coils, "coils")
+    if n_slices is not None:
+        n_slices = positive_int(n_slices, "n_slices")
+    check_generator(generator)
     if isinstance(mask, str):
         m = cartesian_mask((h, w), acceleration, center_fraction, mask,
                            n_masks=n_slices or 1, generator=generator)
     else:
-        m = torch.as_tensor(mask, dtype=torch.float32)
+        try:
+            m = real_tensor(mask, "mask", allow_bool=True)  # complex or non-numeric: TypeError
+        except ValueError:
+            raise ValueError("mask must be a binary (H, W) or (D, H, W) tensor, got NaN or Inf values") from None
         if m.ndim == 2:
             m = m[None]
         if m.ndim != 3 or tuple(m.shape[-2:]) != (h, w) or ((m != 0) & (m != 1)).any():
+            binary = "" if ((m == 0) | (m == 1)).all() else "values other than 0 and 1 in "
             raise ValueError(f"mask must be a binary (H, W) or (D, H, W) tensor with H, W = {h}, {w}, "
-                             f"got shape {tuple(torch.as_tensor(mask).shape)}")
+                             f"got {binary}shape {tuple(torch.as_tensor(mask).shape)}")
         if n_slices is not None and m.shape[0] != n_slices:
             raise ValueError(f"mask holds {m.shape[0]} slices, n_slices is {n_slices}")
+        empty = (m.flatten(1).sum(1) == 0).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"mask samples no k-space location in slice(s) {empty}: the operator would "
+                             f"measure nothing")
     batch = m.shape[0] if m.shape[0] > 1 else None
     dmask = m[:, None].expand(-1, 2, h, w).contiguous()  # deepinv: (B, 2, H, W)
     if coils == 1:

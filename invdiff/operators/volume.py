@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ._base import positive_int
+from ._base import positive_int, real_number
 from .ct import ct_limited_angle, ct_sparse_view
 from .mri import mri_cartesian
 
@@ -38,8 +38,10 @@ def check_volume(x: torch.Tensor, *, name: str = "volume") -> torch.Tensor:
 def volume_ct(img_size, n_views: int = 8, *, max_angle_deg: float = 180.0, fbp_filter: str = "ramp"):
     """CT of a volume, slice by slice with one shared parallel-beam geometry.
 
-    ``max_angle_deg < 180`` gives limited-angle CT. Accepts any number of slices.
+    ``max_angle_deg < 180`` gives limited-angle CT; it must be in (0, 180]. Accepts any number
+    of slices.
     """
+    max_angle_deg = real_number(max_angle_deg, "max_angle_deg", low=0.0, high=180.0, low_open=True)
     if max_angle_deg >= 180:
         return ct_sparse_view(img_size, n_views, fbp_filter=fbp_filter)
     return ct_limited_angle(img_size, max_angle_deg, n_views, fbp_filter=fbp_filter)
@@ -49,8 +51,8 @@ def volume_mri(depth: int, img_size, acceleration: float = 4.0, center_fraction:
                mask: str = "random", masks: str = "per_slice", coils: int = 1,
                generator: torch.Generator | None = None):
     """Cartesian MRI of a volume of ``depth`` slices; ``masks`` is ``"per_slice"`` or ``"shared"``."""
-    positive_int(depth, "depth")
-    if masks not in ("per_slice", "shared"):
+    depth = positive_int(depth, "depth")
+    if not isinstance(masks, str) or masks not in ("per_slice", "shared"):
         raise ValueError(f"masks must be 'per_slice' or 'shared', got {masks!r}")
     n_slices = depth if masks == "per_slice" and depth > 1 else None
     return mri_cartesian(img_size, acceleration, center_fraction, mask=mask, coils=coils,

@@ -182,6 +182,14 @@ class GaussianMixturePrior(Prior):
         self.register_buffer("eigvecs", U)
         self.img_shape = self.event_shape
         self.sigma_min, self.sigma_max = 2e-3, 80.0
+        # the prior's own scale: total per-coordinate variance (within and between components),
+        # and the envelope of mean ± 4 std of every component
+        w = self.weights
+        mean = w @ self.means
+        var = w @ (torch.diagonal(self.covs, dim1=-2, dim2=-1) + (self.means - mean) ** 2)
+        self.data_std = float(var.mean().sqrt())
+        sd = torch.diagonal(self.covs, dim1=-2, dim2=-1).clamp_min(0).sqrt()
+        self.data_range = (float((self.means - 4 * sd).min()), float((self.means + 4 * sd).max()))
 
     @property
     def weights(self) -> torch.Tensor:

@@ -22,9 +22,26 @@ def as_sigma(sigma, x: torch.Tensor, *, owner: str = "prior") -> torch.Tensor:
 
     Accepts a Python number, a 0-d tensor, or a tensor with one value per batch element
     (shaped ``(B,)`` or ``(B, 1, ..., 1)``).
-    Raises ``ValueError`` for non-positive or non-finite values, naming ``owner``.
+    Raises ``TypeError`` for a ``sigma`` that is not real numbers (a string, a bool, ``None``,
+    complex) or an ``x`` that is not a real floating tensor, and ``ValueError`` for non-positive
+    or non-finite values or a wrong batch length, naming ``owner``.
     """
-    s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{owner}: x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{owner}: x must be a real floating-point tensor, got dtype {x.dtype}; convert images "
+                        f"to float with values in [0, 1] first (invdiff does not guess a 0-255 scale)")
+    dtype = getattr(sigma, "dtype", None)  # tensors and NumPy arrays or scalars
+    if (sigma is None or isinstance(sigma, (str, bytes, bool, complex)) or type(sigma).__name__ == "bool_"
+            or dtype == torch.bool or getattr(dtype, "kind", None) in ("b", "c", "U", "S", "O")
+            or (isinstance(sigma, torch.Tensor) and sigma.is_complex())):
+        raise TypeError(f"{owner}: sigma must be a positive real number or a real tensor with one value per "
+                        f"batch element, got {type(sigma).__name__} {sigma!r}")
+    try:
+        s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{owner}: sigma must be a positive real number or a real tensor with one value per "
+                        f"batch element, got {type(sigma).__name__} {sigma!r}") from None
     if s.numel() not in (1, x.shape[0]) or s.ndim > x.ndim:
         raise ValueError(f"{owner}: sigma must be a scalar or have one value per batch element "
                          f"({x.shape[0]}), got shape {tuple(s.shape)}")
@@ -51,6 +68,14 @@ class Prior(torch.nn.Module):
         Number of channels when ``img_shape`` is None (fully convolutional networks).
     data_range : tuple of float
         Intensity range of the training data, ``(0.0, 1.0)`` for every shipped prior.
+    data_std : float
+        Typical standard deviation of a pixel under the prior, in the same units: the scale that
+        defaults tied to the data follow (SMC's twist tempering ``τ``). 0.25 for [0, 1] image
+        priors; exact priors compute theirs.
+    chunk_size : int or None
+        Largest batch the prior sends through its network at once (``None``: the whole batch).
+        :class:`~invdiff.priors.SliceStackPrior` sets it; solvers that apply the operator to a
+        whole volume (MBIR) use the same chunk for the operator's intermediates.
     """
 
     sigma_min: float = 1e-3
@@ -58,12 +83,19 @@ class Prior(torch.nn.Module):
     img_shape: tuple | None = None
     channels: int | None = None
     data_range: tuple = (0.0, 1.0)
+    data_std: float = 0.25
+    chunk_size: int | None = None
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise ``ValueError`` if ``x`` does not have the shape this prior expects."""
+        """Raise ``TypeError`` if ``x`` is not a real floating tensor (a non-tensor, an integer or
+        bool image, a complex tensor) and ``ValueError`` if it does not have the shape this prior
+        expects."""
         name = type(self).__name__
         if not isinstance(x, torch.Tensor):
-            raise ValueError(f"{name}: x must be a torch.Tensor, got {type(x).__name__}")
+            raise TypeError(f"{name}: x must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name}: x must be a real floating-point tensor, got dtype {x.dtype}; convert "
+                            f"images to float with values in [0, 1] first (invdiff does not guess a 0-255 scale)")
         if self.img_shape is not None:
             if tuple(x.shape[1:]) != tuple(self.img_shape):
                 raise ValueError(f"{name}: expected x of shape (B, {', '.join(map(str, self.img_shape))}), "

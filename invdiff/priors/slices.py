@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..operators._base import positive_int
+from ..validation import positive_int
 from .prior import Prior, as_sigma
 
 __all__ = ["SliceStackPrior"]
@@ -38,6 +38,7 @@ class SliceStackPrior(Prior):
         self.sigma_min, self.sigma_max = prior2d.sigma_min, prior2d.sigma_max
         self.img_shape, self.channels = prior2d.img_shape, prior2d.channels
         self.data_range = prior2d.data_range
+        self.data_std = prior2d.data_std
 
     def check_input(self, x: torch.Tensor) -> None:
         if isinstance(x, torch.Tensor) and x.ndim == 5:

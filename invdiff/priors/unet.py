@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from .prior import Prior
 
-__all__ = ["UNetConfig", "UNet", "EDMPrior", "count_parameters"]
+__all__ = ["UNetConfig", "UNet", "EDMPrior", "count_parameters", "unet_config_problem"]
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,10 @@ class EDMPrior(Prior):
         c_in = 1 / torch.sqrt(sigma**2 + sd**2)
         c_noise = torch.log(sigma.reshape(-1)) / 4
         xc = x - 0.5
-        out = self.net((c_in * xc).to(x.dtype), c_noise.to(x.dtype))
+        # The network runs in its own floating dtype (float64 or float16 input into a float32
+        # network is cast at this boundary); the result is in x's dtype.
+        net_dtype = next((p.dtype for p in self.net.parameters() if p.is_floating_point()), x.dtype)
+        out = self.net((c_in * xc).to(net_dtype), c_noise.to(net_dtype)).to(x.dtype)
         return 0.5 + c_skip * xc + c_out * out
 
     def loss_weight(self, sigma):
@@ -216,3 +219,24 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
+def unet_config_problem(config: UNetConfig) -> str:
+    """Why the UNet of ``config`` cannot be built or run ('' if it can).
+
+    The network is built on the ``meta`` device (shapes only, no memory, no random numbers
+    drawn), so the check follows the UNet's code: every GroupNorm needs its channel count
+    divisible by its groups (``min(8, channels)``), every attention layer by its 4 heads.
+    """
+    import re
+
+    try:
+        with torch.device("meta"):
+            net = UNet(config)
+    except ValueError as err:
+        found = re.search(r"num_channels \((\d+)\) must be divisible by num_groups \((\d+)\)", str(err))
+        if found:
+            return f"a layer would have {found[1]} channels, which its GroupNorm cannot split into {found[2]} groups"
+        return str(err)
+    for m in net.modules():
+        if isinstance(m, _Attention) and m.norm.num_channels % m.heads:
+            return f"an attention layer would have {m.norm.num_channels} channels, not divisible by its {m.heads} heads"
+    return ""

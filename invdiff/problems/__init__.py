@@ -24,26 +24,25 @@ from typing import Callable
 
 import torch
 
+from ..data.sources import ImageSource, Phantoms, PhantomVolume, PhotoCrops
+from ..data.splits import SPLIT_SEEDS  # noqa: F401  (re-exported: the split seeds)
 from ..problem import Problem
 
 __all__ = ["ProblemSpec", "PROBLEMS", "get_problem"]
 
-SPLIT_SEEDS = {"validation": 555, "test": 777}
-
 
 @dataclass(frozen=True)
 class ProblemSpec:
-    """One named problem. ``operator()`` builds the (seeded) physics; ``data`` names the image source."""
+    """One named problem. ``operator()`` builds the (seeded) physics; ``data`` is its image source."""
 
     name: str
     description: str
     operator: Callable[[], object]
     sigma_y: float
-    data: str               # "phantoms-ct" | "phantoms-mri" | "photos" | "volume-ct" | "volume-mri"
+    data: ImageSource       # where the ground-truth images of each split come from (invdiff.data.sources)
     prior: str              # shipped prior name (invdiff.priors.load_prior)
     size: int = 64
     metrics: tuple = ("psnr", "ssim")
-    depth: int | None = None  # volumes: one (depth, C, H, W) volume per problem, slices on the batch axis
     presets: dict = field(default_factory=dict)  # solver name -> hyperparameters tuned on "validation"
                                                  # (invdiff/problems/presets.json, benchmarks/tune_presets.py)
 
@@ -57,29 +56,29 @@ class ProblemSpec:
 
     @property
     def channels(self) -> int:
-        return 3 if self.data == "photos" else 1
+        return self.data.channels
+
+    @property
+    def depth(self) -> int | None:
+        """Slices per volume for volume problems (one volume per problem, slices on the batch axis), else None."""
+        return self.data.depth
+
+    @property
+    def is_volume(self) -> bool:
+        return self.data.depth is not None
+
+    def build_prior(self, name: str | None = None, *, chunk_size: int = 8):
+        """The problem's prior (or the shipped prior ``name``), ready for its images: for volumes the
+        2D prior applied slice by slice, ``chunk_size`` slices at a time
+        (:class:`~invdiff.priors.SliceStackPrior`)."""
+        from ..priors import SliceStackPrior, load_prior
+
+        prior = load_prior(self.prior if name is None else name)
+        return SliceStackPrior(prior, chunk_size=chunk_size) if self.is_volume else prior
 
     def images(self, split: str, n: int) -> torch.Tensor:
         """``n`` ground-truth images of ``split`` (``"validation"`` or ``"test"``), seeded."""
-        from ..data import body_phantoms, photo_crops
-        from ..train import PHOTO_HELD_OUT, PHOTO_TRAIN
-
-        if split not in SPLIT_SEEDS:
-            raise ValueError(f"split must be one of {sorted(SPLIT_SEEDS)}, got {split!r}")
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be an integer >= 1, got {n!r}")
-        g = torch.Generator().manual_seed(SPLIT_SEEDS[split])
-        if self.depth is not None:
-            from ..data import body_volume
-
-            if n != 1:
-                raise ValueError(f"{self.name} is a volume problem: its batch is the {self.depth} slices of one "
-                                 f"volume, so n must be 1, got {n}")
-            return body_volume(self.depth, self.size, self.data.split("-")[1], generator=g)
-        if self.data == "photos":
-            names = PHOTO_HELD_OUT if split == "test" else PHOTO_TRAIN
-            return photo_crops(names, n, self.size, g)
-        return body_phantoms(n, self.size, self.data.split("-")[1], generator=g)
+        return self.data.images(split, n, self.size)
 
     def make(self, split: str = "test", n: int = 1, *, seed: int = 0) -> Problem:
         """A batch of ``n`` measured images of ``split``; ``seed`` draws the measurement noise."""
@@ -122,24 +121,24 @@ def _tuned_presets() -> dict:
 def _specs() -> dict:
     ops = _ops()
     tuned = _tuned_presets()
+    ct, mri, photos = Phantoms("ct"), Phantoms("mri"), PhotoCrops()
     rows = [
-        ("ct-sparse-8", "parallel-beam CT, 8 views over 180°", 0.005, "phantoms-ct", "phantom64"),
-        ("ct-sparse-32", "parallel-beam CT, 32 views over 180°", 0.005, "phantoms-ct", "phantom64"),
-        ("ct-limited-90", "parallel-beam CT, 45 views over 90° (limited angle)", 0.005, "phantoms-ct", "phantom64"),
-        ("mri-4x", "Cartesian MRI, 4× random lines, 8 % centre", 0.005, "phantoms-mri", "phantom64"),
-        ("mri-8x", "Cartesian MRI, 8× random lines, 8 % centre", 0.005, "phantoms-mri", "phantom64"),
-        ("deblur-gauss", "Gaussian blur σ = 2 px (circular)", 0.02, "photos", "photo64"),
-        ("deblur-motion", "motion blur, 9 px at 30° (circular)", 0.02, "photos", "photo64"),
-        ("inpaint-box", "centred 32×32 box missing", 0.01, "photos", "photo64"),
-        ("inpaint-random-70", "70 % of pixels missing at random", 0.01, "photos", "photo64"),
-        ("sr-4x", "4× super-resolution, bicubic anti-aliasing", 0.01, "photos", "photo64"),
+        ("ct-sparse-8", "parallel-beam CT, 8 views over 180°", 0.005, ct, "phantom64"),
+        ("ct-sparse-32", "parallel-beam CT, 32 views over 180°", 0.005, ct, "phantom64"),
+        ("ct-limited-90", "parallel-beam CT, 45 views over 90° (limited angle)", 0.005, ct, "phantom64"),
+        ("mri-4x", "Cartesian MRI, 4× random lines, 8 % centre", 0.005, mri, "phantom64"),
+        ("mri-8x", "Cartesian MRI, 8× random lines, 8 % centre", 0.005, mri, "phantom64"),
+        ("deblur-gauss", "Gaussian blur σ = 2 px (circular)", 0.02, photos, "photo64"),
+        ("deblur-motion", "motion blur, 9 px at 30° (circular)", 0.02, photos, "photo64"),
+        ("inpaint-box", "centred 32×32 box missing", 0.01, photos, "photo64"),
+        ("inpaint-random-70", "70 % of pixels missing at random", 0.01, photos, "photo64"),
+        ("sr-4x", "4× super-resolution, bicubic anti-aliasing", 0.01, photos, "photo64"),
+        ("ct3d-sparse-8", "3D parallel-beam CT, 8 views per axial slice", 0.005, PhantomVolume("ct", 32), "phantom64"),
+        ("mri3d-4x", "3D Cartesian MRI, 4×, an independent mask per slice", 0.005, PhantomVolume("mri", 32),
+         "phantom64"),
     ]
-    specs = {name: ProblemSpec(name, desc, ops[name], sigma_y, data, prior, presets=tuned.get(name, {}))
-             for name, desc, sigma_y, data, prior in rows}
-    for name, desc, data in (("ct3d-sparse-8", "3D parallel-beam CT, 8 views per axial slice", "volume-ct"),
-                             ("mri3d-4x", "3D Cartesian MRI, 4×, an independent mask per slice", "volume-mri")):
-        specs[name] = ProblemSpec(name, desc, ops[name], 0.005, data, "phantom64", depth=32)
-    return specs
+    return {name: ProblemSpec(name, desc, ops[name], sigma_y, data, prior, presets=tuned.get(name, {}))
+            for name, desc, sigma_y, data, prior in rows}
 
 
 PROBLEMS: dict[str, ProblemSpec] = _specs()

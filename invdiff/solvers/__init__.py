@@ -4,10 +4,10 @@
 contract tests iterate it. ``BASELINES`` holds the classical reconstructions.
 """
 
-from .baselines import BASELINES, cgls, fbp, tikhonov, tune_weight, tv, wiener, zero_filled
+from .baselines import BASELINES, cgls, fbp, pinv, tikhonov, tune_weight, tv, wiener, zero_filled
 from .base import Solver, State
 from .daps import DAPS
-from .ddim import DDIM
+from .ddim import DDIM, Euler
 from .ddrm import DDRM
 from .diffpir import DiffPIR
 from .dpmpp import DPMSolverPP2M
@@ -19,19 +19,19 @@ from .reddiff import REDDiff
 from .smc import SMC
 
 SOLVERS = {
+    "diffpir": DiffPIR,
     "dps": DPS,
     "reddiff": REDDiff,
-    "smc": SMC,
-    "diffpir": DiffPIR,
-    "pigdm": PiGDM,
     "ddrm": DDRM,
+    "pigdm": PiGDM,
     "daps": DAPS,
+    "smc": SMC,
     "mbir": MBIR,
     "ddim": DDIM,
-    "euler": DDIM,  # DDIM(eta=0) is exactly Euler on the VE probability-flow ODE
+    "euler": Euler,
     "heun": Heun,
     "dpmpp2m": DPMSolverPP2M,
 }
 
-__all__ = ["SOLVERS", "Solver", "State", "DPS", "REDDiff", "SMC", "DiffPIR", "PiGDM", "DDRM", "DAPS", "MBIR", "DDIM", "Heun", "DPMSolverPP2M", "BASELINES", "fbp", "zero_filled",
+__all__ = ["SOLVERS", "Solver", "State", "DPS", "REDDiff", "SMC", "DiffPIR", "PiGDM", "DDRM", "DAPS", "MBIR", "DDIM", "Euler", "Heun", "DPMSolverPP2M", "BASELINES", "fbp", "pinv", "zero_filled",
            "cgls", "tikhonov", "wiener", "tv", "tune_weight"]

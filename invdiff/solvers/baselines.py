@@ -31,9 +31,9 @@ import torch
 from ..operators.checks import operator_norm
 from ..operators.difference import FiniteDifference
 from ..problem import Problem
-from ._cg import cg
+from ..linalg import cg
 
-__all__ = ["fbp", "zero_filled", "cgls", "tikhonov", "wiener", "tv", "BASELINES",
+__all__ = ["fbp", "pinv", "zero_filled", "cgls", "tikhonov", "wiener", "tv", "BASELINES",
            "default_weight", "tune_weight"]
 
 _SIGMA_FLOOR = 1e-3
@@ -60,6 +60,16 @@ def fbp(problem: Problem, *, filter: str = "ramp") -> torch.Tensor:
         raise ValueError(f"fbp needs a CT operator, got {type(physics).__name__}")
     with torch.no_grad():
         return physics.fbp(problem.y, filter=filter)
+
+
+def pinv(problem: Problem) -> torch.Tensor:
+    """``A†y``: filtered back-projection where the operator has one (CT), else the operator's
+    ``A_dagger`` (MRI: zero-filled inverse FFT; inpainting: the observed pixels; blur: deepinv's
+    pseudo-inverse)."""
+    if hasattr(problem.physics, "fbp"):
+        return fbp(problem)
+    with torch.no_grad():
+        return problem.physics.A_dagger(problem.y)
 
 
 def zero_filled(problem: Problem) -> torch.Tensor:
@@ -208,5 +218,5 @@ def tune_weight(method, problems, metric, grid) -> tuple[float, list[float]]:
     return float(grid[best]), scores
 
 
-BASELINES = {"fbp": fbp, "zero_filled": zero_filled, "cgls": cgls, "tikhonov": tikhonov,
+BASELINES = {"fbp": fbp, "pinv": pinv, "zero_filled": zero_filled, "cgls": cgls, "tikhonov": tikhonov,
              "wiener": wiener, "tv": tv}

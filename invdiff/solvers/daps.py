@@ -72,6 +72,8 @@ class DAPS(Solver):
     sigma_max: float = 50.0
     sigma_min: float = 0.05
     rho: float = 7.0
+    step_params = ("lr", "tau")
+    benchmark_default = False  # ≈ 5 NFE and 100 Langevin steps per level
 
     def __post_init__(self):
         ints = (self.ode_steps, self.langevin_steps)

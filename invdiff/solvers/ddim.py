@@ -25,22 +25,14 @@ code       paper
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from .base import noise_like, Solver, State
+from .base import Solver, State
+from .kernel import ancestral_step
 
-__all__ = ["DDIM", "ancestral_sigmas", "ddim_step"]
-
-
-def ancestral_sigmas(sigma: float, sigma_next: float, eta: float) -> tuple[float, float]:
-    """``(σ_down, σ_up)`` of a DDIM(η) step from ``sigma`` to ``sigma_next``."""
-    if sigma_next == 0 or eta == 0:
-        return sigma_next, 0.0
-    up = min(sigma_next, eta * sigma_next * math.sqrt(max(sigma**2 - sigma_next**2, 0.0)) / sigma)
-    return math.sqrt(sigma_next**2 - up**2), up
+__all__ = ["DDIM", "Euler", "ddim_step"]
 
 
 def ddim_step(prior, x: torch.Tensor, sigma: float, sigma_next: float, eta: float = 0.0,
@@ -48,18 +40,15 @@ def ddim_step(prior, x: torch.Tensor, sigma: float, sigma_next: float, eta: floa
     """One DDIM(η) step from ``sigma`` to ``sigma_next`` (no gradient); returns ``(x', x̂0)``."""
     with torch.no_grad():
         x0 = prior.denoise(x, sigma)
-    down, up = ancestral_sigmas(sigma, sigma_next, eta)
-    x_next = x0 + down * (x - x0) / sigma
-    if up > 0:
-        x_next = x_next + up * noise_like(x, generator)
-    return x_next, x0
+        return ancestral_step(x, x0, sigma, sigma_next, eta, generator), x0
 
 
 @dataclass(frozen=True)
 class DDIM(Solver):
-    """DDIM(η) / Euler sampler. ``eta = 0``: deterministic (Euler); ``eta = 1``: DDPM."""
+    """DDIM(η) sampler: ``eta = 0`` deterministic, ``eta = 1`` DDPM's ancestral sampler."""
 
     eta: float = 0.0
+    posterior = False
 
     def __post_init__(self):
         if not (0 <= self.eta <= 1):
@@ -68,3 +57,14 @@ class DDIM(Solver):
     def step(self, state, sigma, sigma_next, problem, prior, generator):
         x, x0 = ddim_step(prior, state.x, sigma, sigma_next, self.eta, generator)
         return State(x=x, x0=x0), {}
+
+
+@dataclass(frozen=True)
+class Euler(DDIM):
+    """Euler on the VE probability-flow ODE ``dx/dσ = (x − D(x, σ))/σ`` (exactly DDIM with η = 0)."""
+
+    eta: float = 0.0
+
+    def __post_init__(self):
+        if self.eta != 0:
+            raise ValueError(f"Euler is deterministic (eta = 0); use DDIM(eta={self.eta}) for a stochastic step")

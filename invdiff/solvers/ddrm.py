@@ -33,7 +33,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import noise_like, real_part, require_svd, Solver, State
+from ..operators.spectral import singular_values
+from .base import noise_like, real_part, Solver, State
 
 
 @dataclass
@@ -54,6 +55,9 @@ class DDRM(Solver):
     eta: float = 0.85
     eta_b: float = 1.0
 
+    needs_svd = True
+    step_params = ("eta",)
+
     def __post_init__(self):
         if not (0 <= self.eta <= 1 and 0 <= self.eta_b <= 1):
             raise ValueError(f"eta and eta_b must be in [0, 1], got {self.eta}, {self.eta_b}")
@@ -63,9 +67,9 @@ class DDRM(Solver):
         z = noise_like(like, generator)
         return A.V_adjoint(z)
 
-    def init(self, problem, prior, x_T, generator):
-        A = require_svd(problem.physics, "DDRM", "DPS, DiffPIR or SMC")
-        s = A.mask
+    def init(self, problem, prior, x_T, sigma, generator):
+        A = problem.physics
+        s = singular_values(A)
         observed = s.abs() > 1e-12
         with torch.no_grad():
             uy = A.U_adjoint(problem.y)

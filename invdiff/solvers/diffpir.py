@@ -10,7 +10,7 @@ Zhu, Zhang, Liang, Cao, Wen, Timofte, Van Gool, CVPRW 2023, Algorithm 1. Per ste
     x' = \\tilde x_0 + σ'\\big(\\sqrt{1 - ζ}\\,\\hat ε + \\sqrt{ζ}\\,ε\\big),\\ ε \\sim N(0, I).
 
 The data step solves ``(AᵀA + ρ I) z = Aᵀy + ρ x̂0`` by the package's CG
-(:func:`invdiff.solvers._cg.cg`, warm-started at ``x̂0``); for masks (inpainting) this is the
+(:func:`invdiff.linalg.cg`, warm-started at ``x̂0``); for masks (inpainting) this is the
 exact closed form after one iteration. Units: the official code measures ``σ_y`` on [0, 1]
 images and ``σ̄ = sqrt(1 − ᾱ)/sqrt(ᾱ)`` on [−1, 1] images, i.e. ``σ̄ = 2σ`` here, so
 ``ρ_σ = λ σ_y² / (4σ²)``. One network call per step, no VJP.
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._cg import cg
+from ..linalg import cg
 from .base import noise_like, Solver, State
 
 __all__ = ["DiffPIR"]
@@ -50,6 +50,9 @@ class DiffPIR(Solver):
     zeta: float = 0.3
     cg_iters: int = 30
 
+    schedule = "ddpm"
+    step_params = ("lam", "zeta")
+    grid = {"lam": [0.3, 1.0, 3.0, 10.0], "zeta": [0.3, 1.0]}
     presets = {"gaussian_blur": {"zeta": 0.1}, "motion_blur": {"zeta": 0.1}, "super_resolution": {"zeta": 0.25},
                "random_inpainting": {"zeta": 1.0}, "box_inpainting": {"zeta": 1.0}}
 
@@ -57,11 +60,6 @@ class DiffPIR(Solver):
         if not (self.lam > 0 and 0 <= self.zeta <= 1 and self.cg_iters >= 1):
             raise ValueError(f"need lam > 0, 0 <= zeta <= 1, cg_iters >= 1; got {self.lam}, {self.zeta}, "
                              f"{self.cg_iters}")
-
-    def default_sigmas(self, prior, steps):
-        from ..schedules import ddpm_sigmas
-
-        return ddpm_sigmas(steps, prior.sigma_min, prior.sigma_max)
 
     def data_step(self, problem, x0: torch.Tensor, rho: float) -> torch.Tensor:
         """``argmin_z ‖y − A z‖² + ρ ‖z − x0‖²`` by CG warm-started at ``x0``."""

@@ -36,7 +36,9 @@ class _MultistepState(State):
 class DPMSolverPP2M(Solver):
     """DPM-Solver++(2M) sampler."""
 
-    def init(self, problem, prior, x_T, generator):
+    posterior = False
+
+    def init(self, problem, prior, x_T, sigma, generator):
         return _MultistepState(x=x_T)
 
     def step(self, state, sigma, sigma_next, problem, prior, generator):

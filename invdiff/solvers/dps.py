@@ -46,8 +46,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import noise_like, Solver, State
-from .ddim import ancestral_sigmas
+from .base import ancestral_step, Solver, State
 
 __all__ = ["DPS"]
 
@@ -59,6 +58,10 @@ class DPS(Solver):
     zeta: float = 1.0
     eta: float = 1.0
 
+    uses_vjp = True
+    step_params = ("zeta",)
+    schedule = "ddpm"
+    grid = {"zeta": [1.0, 3.0, 10.0, 30.0, 100.0]}
     presets = {"super_resolution": {"zeta": 0.3}, "gaussian_blur": {"zeta": 0.3}, "motion_blur": {"zeta": 0.3},
                "random_inpainting": {"zeta": 0.5}, "box_inpainting": {"zeta": 0.5}}
 
@@ -67,14 +70,6 @@ class DPS(Solver):
             raise ValueError(f"zeta must be >= 0, got {self.zeta}")
         if not (0 <= self.eta <= 1):
             raise ValueError(f"eta must be in [0, 1], got {self.eta}")
-
-    def cost(self, steps):
-        return steps, steps
-
-    def default_sigmas(self, prior, steps):
-        from ..schedules import ddpm_sigmas
-
-        return ddpm_sigmas(steps, prior.sigma_min, prior.sigma_max)
 
     def step(self, state, sigma, sigma_next, problem, prior, generator):
         guided = problem.y.flatten(1).shape[1] > 0  # no measurement: plain ancestral sampling
@@ -88,10 +83,7 @@ class DPS(Solver):
             grad = torch.where((norm > 0).reshape(-1, *[1] * (x.ndim - 1)), grad, torch.zeros_like(grad))
         with torch.no_grad():
             x0 = x0.detach()
-            down, up = ancestral_sigmas(sigma, sigma_next, self.eta)
-            x_next = x0 + down * (state.x - x0) / sigma
-            if up > 0:
-                x_next = x_next + up * noise_like(x_next, generator)
+            x_next = ancestral_step(state.x, x0, sigma, sigma_next, self.eta, generator)
             scale = 0.5 * self.zeta * ((1 + 4 * sigma**2) * (1 + 4 * sigma_next**2)) ** 0.5
             x_next = x_next - scale * grad
         return State(x=x_next, x0=x0), {"loss": norm.detach()}

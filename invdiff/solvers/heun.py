@@ -34,6 +34,8 @@ def heun_step(prior, x: torch.Tensor, sigma: float, sigma_next: float) -> tuple[
 class Heun(Solver):
     """Deterministic Heun (EDM) sampler."""
 
+    posterior = False
+
     def cost(self, steps):
         return 2 * steps - 1, 0
 

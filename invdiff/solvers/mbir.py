@@ -58,11 +58,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..linalg import cg
 from ..operators.checks import operator_norm
+from ..operators.chunked import chunked
 from ..operators.difference import FiniteDifference
-from ._cg import cg
-from .base import noise_like, Solver, State
-from .ddim import ancestral_sigmas
+from .base import ancestral_sigmas, ancestral_step, noise_like, Solver, State
 
 __all__ = ["MBIR", "soft_threshold"]
 
@@ -95,6 +95,8 @@ class MBIR(Solver):
     eta: float = 0.85
 
     couples_batch = True
+    step_params = ("lam", "rho")
+    benchmark_default = False  # volumes only
     presets = {"ct_sparse_view": {}, "ct_limited_angle": {}, "mri_cartesian": {"lam": 0.005, "rho": 0.01}}
 
     def __post_init__(self):
@@ -117,35 +119,34 @@ class MBIR(Solver):
     def difference(self) -> FiniteDifference:
         return FiniteDifference(0 if self.tv == "z" else (0, -2, -1))
 
-    def init(self, problem, prior, x_T, generator):
+    def init(self, problem, prior, x_T, sigma, generator):
         A = problem.physics
-        scale = operator_norm(A, (1,) + tuple(x_T.shape[1:]), dtype=x_T.dtype, iters=20,
-                              generator=torch.Generator().manual_seed(0)) ** 2
+        if problem.y.flatten(1).shape[1] == 0:
+            # no measurement: ‖A‖² = 0, so λ and ρ (relative to it) vanish and no ADMM is run —
+            # the slice prior sampled slice by slice (unconditional sampling through the same loop)
+            scale = 0.0
+        else:
+            scale = operator_norm(A, (1,) + tuple(x_T.shape[1:]), dtype=x_T.dtype, iters=20,
+                                  generator=torch.Generator().manual_seed(0)) ** 2
         Dz = self.difference
         zero = torch.zeros_like(Dz.A(x_T))
-        chunk = getattr(prior, "chunk_size", None)
+        # the prior's chunk (SliceStackPrior) also bounds the operator's intermediates, e.g. CT's
+        # rotated copies of each slice
         with torch.no_grad():
-            if chunk and not getattr(A, "batch", None):
-                aty = torch.cat([A.A_adjoint(c) for c in problem.y.split(chunk)])
-            else:
-                aty = A.A_adjoint(problem.y)
+            aty = chunked(A, prior.chunk_size).A_adjoint(problem.y)
         return _MBIRState(x=x_T, z=zero, u=zero.clone(), scale=scale, aty=aty)
-
-    @staticmethod
-    def normal(A, chunk: int | None):
-        """``w ↦ AᵀA w`` applied ``chunk`` slices at a time (operators without per-slice parameters),
-        so the operator's intermediate arrays — e.g. CT's rotated copies of each slice — are bounded
-        by the chunk, like the network's activations."""
-        if not chunk or getattr(A, "batch", None):
-            return lambda w: A.A_adjoint(A.A(w))
-        return lambda w: torch.cat([A.A_adjoint(A.A(c)) for c in w.split(chunk)])
 
     def admm(self, problem, v: torch.Tensor, z: torch.Tensor, u: torch.Tensor, scale: float,
              chunk: int | None = None, aty: torch.Tensor | None = None):
-        """``admm_iters`` ADMM iterations of ``½‖y − Av‖² + λ‖D v‖₁`` from ``v`` (warm start); returns ``(v, z, u)``."""
+        """``admm_iters`` ADMM iterations of ``½‖y − Av‖² + λ‖D v‖₁`` from ``v`` (warm start); returns ``(v, z, u)``.
+
+        ``AᵀA`` is applied ``chunk`` slices at a time (:func:`invdiff.operators.chunked`). With
+        ``scale = ‖A‖² = 0`` (no measurement) there is nothing to solve: ``v`` is returned as is."""
+        if scale == 0:
+            return v, z, u
         A, y, Dz = problem.physics, problem.y, self.difference
         lam, rho = self.lam * scale, self.rho * scale
-        AtA = self.normal(A, chunk)
+        AtA = chunked(A, chunk).normal
         Aty = A.A_adjoint(y) if aty is None else aty
         if self.lam == 0:  # no z prior: the same CG data step on each slice independently
             v = cg(AtA, Aty, v, max_iter=self.cg_iters * self.admm_iters, tol=1e-7)
@@ -166,17 +167,18 @@ class MBIR(Solver):
         return x + eps * score + (2 * eps) ** 0.5 * noise
 
     def step(self, state, sigma, sigma_next, problem, prior, generator):
-        chunk = getattr(prior, "chunk_size", None)  # a SliceStackPrior's chunk also bounds the operator's memory
+        chunk = prior.chunk_size
         with torch.no_grad():
             x = self._corrector(prior, state.x, sigma, generator) if self.corrector else state.x
             x0 = prior.denoise(x, sigma)
-            down, up = ancestral_sigmas(sigma, sigma_next, self.eta)
             if self.placement == "x0":
                 v, z, u = self.admm(problem, x0, state.z, state.u, state.scale, chunk, state.aty)
-                x_next = v + down * (x - x0) / sigma
+                x_next = ancestral_step(x, x0, sigma, sigma_next, self.eta, generator, base=v)
             else:
                 v = x0
-                x_next, z, u = self.admm(problem, x0 + down * (x - x0) / sigma, state.z, state.u, state.scale, chunk, state.aty)
-            if up > 0:
-                x_next = x_next + up * noise_like(x_next, generator)
+                mean = ancestral_step(x, x0, sigma, sigma_next, self.eta, noise=False)
+                x_next, z, u = self.admm(problem, mean, state.z, state.u, state.scale, chunk, state.aty)
+                _, up = ancestral_sigmas(sigma, sigma_next, self.eta)
+                if up > 0:
+                    x_next = x_next + up * noise_like(x_next, generator)
         return _MBIRState(x=x_next, x0=v, z=z, u=u, scale=state.scale, aty=state.aty), {}

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import noise_like, real_part, require_svd, Solver, State
-from .ddim import ancestral_sigmas
+from .base import ancestral_sigmas, ancestral_step, real_part, Solver, State
+from ..operators.spectral import singular_values
 
 __all__ = ["PiGDM"]
 
@@ -50,21 +50,14 @@ class PiGDM(Solver):
     weight: float = 1.0
     eta: float = 1.0
 
+    needs_svd = True
+    uses_vjp = True
+    step_params = ("weight",)
+    schedule = "ddpm"
+
     def __post_init__(self):
         if not (self.weight >= 0 and 0 <= self.eta <= 1):
             raise ValueError(f"need weight >= 0 and 0 <= eta <= 1, got {self.weight}, {self.eta}")
-
-    def cost(self, steps):
-        return steps, steps
-
-    def default_sigmas(self, prior, steps):
-        from ..schedules import ddpm_sigmas
-
-        return ddpm_sigmas(steps, prior.sigma_min, prior.sigma_max)
-
-    def init(self, problem, prior, x_T, generator):
-        require_svd(problem.physics, "PiGDM", "DPS or SMC")
-        return State(x=x_T)
 
     def step(self, state, sigma, sigma_next, problem, prior, generator):
         A = problem.physics
@@ -73,15 +66,14 @@ class PiGDM(Solver):
         with torch.enable_grad():
             x0 = prior.denoise(x, sigma)
             with torch.no_grad():
-                s = A.mask
+                s = singular_values(A)
                 spectral = A.U_adjoint(problem.y - A.A(x0))
                 s_adj = s.conj() if s.is_complex() else s  # Aᵀ = V diag(s̄) Uᴴ
                 v = real_part(A.V(s_adj * spectral / (r2 * s.abs() ** 2 + max(problem.sigma_y, 1e-6) ** 2)))
             g = torch.autograd.grad((v.detach() * x0).sum(), x)[0]
         with torch.no_grad():
             x0 = x0.detach()
-            down, up = ancestral_sigmas(sigma, sigma_next, self.eta)
-            x_next = x0 + down * (state.x - x0) / sigma + self.weight * sigma * (sigma - down) * g
-            if up > 0:
-                x_next = x_next + up * noise_like(x_next, generator)
+            down, _ = ancestral_sigmas(sigma, sigma_next, self.eta)
+            x_next = ancestral_step(state.x, x0, sigma, sigma_next, self.eta, generator,
+                                    shift=self.weight * sigma * (sigma - down) * g)
         return State(x=x_next, x0=x0), {}

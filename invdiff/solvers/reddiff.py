@@ -51,7 +51,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import has_svd, noise_like, Solver, State
+from ..operators.spectral import has_svd, truncated_pinv
+from .base import noise_like, Solver, State
 
 __all__ = ["REDDiff", "WEIGHTINGS"]
 
@@ -87,6 +88,9 @@ class REDDiff(Solver):
     pinv_cutoff: float = 0.05
 
     samples = False
+    schedule = "ddpm"
+    step_params = ("lr", "lam")
+    grid = {"lam": [0.05, 0.25, 1.0], "lr": [0.1, 0.3]}
 
     def __post_init__(self):
         if self.weighting not in WEIGHTINGS:
@@ -96,20 +100,13 @@ class REDDiff(Solver):
         if not (self.lr > 0 and self.lam >= 0 and self.obs_weight >= 0):
             raise ValueError(f"need lr > 0, lam >= 0, obs_weight >= 0; got {self.lr}, {self.lam}, {self.obs_weight}")
 
-    def default_sigmas(self, prior, steps):
-        from ..schedules import ddpm_sigmas
-
-        return ddpm_sigmas(steps, prior.sigma_min, prior.sigma_max)
-
-    def init(self, problem, prior, x_T, generator):
+    def init(self, problem, prior, x_T, sigma, generator):
         physics = problem.physics
         ones = torch.ones((1,) + tuple(problem.img_shape), dtype=problem.y.dtype, device=problem.y.device)
         with torch.no_grad():
             y_u = 2 * problem.y - physics.A(ones)
             if has_svd(physics):
-                s = torch.as_tensor(physics.mask, dtype=y_u.dtype, device=y_u.device)
-                keep = s > max(self.pinv_cutoff, 1e-5)
-                u = physics.V(physics.U_adjoint(y_u) * torch.where(keep, 1 / torch.where(keep, s, 1), 0))
+                u = truncated_pinv(physics, y_u, self.pinv_cutoff)
             else:
                 u = physics.A_dagger(y_u)
         u = u.expand_as(x_T).clone() if u.shape != x_T.shape else u
@@ -138,6 +135,3 @@ class REDDiff(Solver):
         loss = 0.5 * self.obs_weight * (resid.flatten(1) ** 2).mean(1)
         return _AdamState(x=(u_new + 1) / 2, x0=(u_new + 1) / 2, u=u_new, y_u=state.y_u, m=m_new, v=v_new,
                           k=k), {"loss": loss}
-
-    def finalize(self, state):
-        return state.x

@@ -52,7 +52,9 @@ code                   paper
 ``lam``                λ (FK steering: reward weight; 1 for the posterior)
 ``potential``          FK steering potential type
 ``twist``              TDS gradient-twisted proposal (1 VJP per step) or not (0 VJP)
-``tau``                τ of the tempering ρ_σ² = τ²σ²/(τ² + σ²) (``cov="isotropic"``)
+``tau``                τ of the tempering ρ_σ² = τ²σ²/(τ² + σ²) (``cov="isotropic"``); ``None``:
+                       the prior's ``data_std`` (0.25 for [0, 1] image priors), so the default
+                       follows the prior's scale
 ``cov``                twist covariance: ``"isotropic"`` ρ_σ² I or ``"jacobian"`` σ² J
 ``cg_iters``           CG iterations for S_σ⁻¹ρ (``cov="jacobian"``; one VJP each)
 ``log_w``              log importance weights, ``(N, K)``
@@ -77,51 +79,121 @@ from dataclasses import dataclass
 
 import torch
 
-from ._cg import cg
-from ._resampling import RESAMPLING, ess
-from .base import noise_like, Solver, State
-from .ddim import ancestral_sigmas
+from ..linalg import cg
+from .base import ancestral_sigmas, ancestral_step, Final, noise_like, Solver, State
+from .resampling import RESAMPLING, ess
 
 __all__ = ["SMC", "POTENTIALS", "COVARIANCES"]
 
-POTENTIALS = ("difference", "max", "sum", "current")
-COVARIANCES = ("isotropic", "jacobian")
+
+# -- FK potentials: (reward at σ', reward at σ, path statistic, λ) -> (log G increment, statistic) --
+
+def _difference(r_new, r_old, stat, lam):
+    """λ (r_σ' − r_σ) (λ r at the start of the path): the potentials telescope to λ r of the last state."""
+    return lam * (r_new if r_old is None else r_new - r_old), stat
+
+
+def _current(r_new, r_old, stat, lam):
+    """λ r_σ'."""
+    return lam * r_new, stat
+
+
+def _max(r_new, r_old, stat, lam):
+    """λ max_{s ≥ σ'} r_s."""
+    stat = r_new if stat is None else torch.maximum(stat, r_new)
+    return lam * stat, stat
+
+
+def _sum(r_new, r_old, stat, lam):
+    """λ Σ_{s ≥ σ'} r_s."""
+    stat = r_new if stat is None else stat + r_new
+    return lam * stat, stat
+
+
+POTENTIALS = {"difference": _difference, "max": _max, "sum": _sum, "current": _current}
+
+
+# -- twist covariances: (smc, problem, prior, y_rep, x, σ) -> (x̂0, reward, ∇_x λ r or None) --
+
+def _isotropic(smc, problem, prior, y_rep, x, sigma):
+    """``r = −‖y − A x̂0‖² / (2(σ_y² + ρ_σ²))``, ``ρ_σ² = τ²σ²/(τ² + σ²)``; 1 NFE and, twisting, 1 VJP."""
+    tau = prior.data_std if smc.tau is None else smc.tau
+    rho2 = tau**2 * sigma**2 / (tau**2 + sigma**2)
+
+    def reward(x0):
+        resid = (y_rep - problem.physics.A(x0)).flatten(1)
+        return -(resid**2).sum(1) / (2 * (problem.sigma_y**2 + rho2))
+
+    if not smc.twist:
+        with torch.no_grad():
+            x0 = prior.denoise(x, sigma)
+            return x0, reward(x0), None
+    xg = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        x0 = prior.denoise(xg, sigma)
+        r = reward(x0)
+        grad = torch.autograd.grad(smc.lam * r.sum(), xg)[0]
+    return x0.detach(), r.detach(), grad
+
+
+def _jacobian(smc, problem, prior, y_rep, x, sigma):
+    """``r = −½ ρᵀ S⁻¹ ρ``, ``S = σ_y² I + σ² A J Aᵀ`` by CG (one VJP per iteration), twist ``λ Jᵀ Aᵀ S⁻¹ ρ``."""
+    xg = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        x0 = prior.denoise(xg, sigma)
+
+        def vjp(v):  # Jᵀ v, J = ∂x̂0/∂x
+            return torch.autograd.grad(x0, xg, grad_outputs=v, retain_graph=True)[0]
+
+        A, At = problem.physics.A, problem.physics.A_adjoint
+        resid = (y_rep - A(x0)).detach()
+        u = cg(lambda v: problem.sigma_y**2 * v + sigma**2 * A(vjp(At(v))), resid, max_iter=smc.cg_iters)
+        r = -0.5 * (resid * u).flatten(1).sum(1)
+        grad = smc.lam * vjp(At(u)) if smc.twist else None
+    return x0.detach(), r.detach(), grad
+
+
+COVARIANCES = {"isotropic": _isotropic, "jacobian": _jacobian}
 
 
 @dataclass
 class _Particles(State):
+    y_rep: torch.Tensor | None = None      # y repeated for the K particles of each problem (k·N + n)
     log_w: torch.Tensor | None = None      # (N, K)
     reward: torch.Tensor | None = None     # (K·N,) r at the current x
     grad: torch.Tensor | None = None       # ∇_x λ r at the current x (twist), else None
     log_g: torch.Tensor | None = None      # accumulated log potentials along each path
     stat: torch.Tensor | None = None       # running max or sum of rewards (max / sum potentials)
-    sigma: float | None = None             # noise level of x (None before the first step)
-    samples: torch.Tensor | None = None    # final equally weighted draws
-    mean: torch.Tensor | None = None       # final weighted mean
+    samples: torch.Tensor | None = None    # final equally weighted draws (K, N, ...)
+    mean: torch.Tensor | None = None       # final weighted mean (N, ...)
 
 
 @dataclass(frozen=True)
 class SMC(Solver):
-    """SMC / FK steering posterior sampler (see module docstring)."""
+    """Sequential Monte Carlo / FK steering posterior sampler with twisted proposals (TDS)."""
 
     particles: int = 64
     lam: float = 1.0
     potential: str = "difference"
     twist: bool = True
-    tau: float = 0.25
+    tau: float | None = None
     cov: str = "isotropic"
     cg_iters: int = 5
     eta: float = 1.0
     ess_threshold: float = 0.5
     resampling: str = "systematic"
 
+    uses_vjp = True
+    step_params = ("lam", "tau")
+    benchmark_default = False  # K particles per problem in every network call
+
     def __post_init__(self):
         if isinstance(self.particles, bool) or not isinstance(self.particles, int) or self.particles < 1:
             raise ValueError(f"particles must be an integer >= 1, got {self.particles!r}")
         if self.potential not in POTENTIALS:
-            raise ValueError(f"potential must be one of {POTENTIALS}, got {self.potential!r}")
+            raise ValueError(f"potential must be one of {tuple(POTENTIALS)}, got {self.potential!r}")
         if self.cov not in COVARIANCES:
-            raise ValueError(f"cov must be one of {COVARIANCES}, got {self.cov!r}")
+            raise ValueError(f"cov must be one of {tuple(COVARIANCES)}, got {self.cov!r}")
         if isinstance(self.cg_iters, bool) or not isinstance(self.cg_iters, int) or self.cg_iters < 1:
             raise ValueError(f"cg_iters must be an integer >= 1, got {self.cg_iters!r}")
         if self.resampling not in RESAMPLING:
@@ -131,8 +203,9 @@ class SMC(Solver):
         if self.eta == 0 and self.ess_threshold > 0:
             raise ValueError("a deterministic transition (eta = 0) cannot be combined with resampling: "
                              "resampled copies would stay identical; use eta > 0 or ess_threshold = 0")
-        if not (self.tau > 0 and self.lam >= 0 and 0 <= self.ess_threshold <= 1):
-            raise ValueError("need tau > 0, lam >= 0 and 0 <= ess_threshold <= 1")
+        if not ((self.tau is None or self.tau > 0) and self.lam >= 0 and 0 <= self.ess_threshold <= 1):
+            raise ValueError(f"need tau > 0 (or None: the prior's data_std), lam >= 0 and 0 <= ess_threshold <= 1; "
+                             f"got tau={self.tau}, lam={self.lam}, ess_threshold={self.ess_threshold}")
 
     def cost(self, steps):
         """NFE and VJP; with ``cov="jacobian"`` the VJP count is an upper bound (CG stops at
@@ -140,85 +213,49 @@ class SMC(Solver):
         per_step = int(self.twist) + (self.cg_iters if self.cov == "jacobian" else 0)
         return steps, steps * per_step
 
-    # -- pieces --------------------------------------------------------------------------
-
-    def _reward(self, problem, y_rep, x0, sigma):
-        rho2 = self.tau**2 * sigma**2 / (self.tau**2 + sigma**2)
-        resid = (y_rep - problem.physics.A(x0)).flatten(1)
-        return -(resid**2).sum(1) / (2 * (problem.sigma_y**2 + rho2))
-
     def _evaluate(self, problem, prior, y_rep, x, sigma):
-        """x̂0, reward and (when twisting) ∇_x λ r at noise level ``sigma`` (1 NFE; VJPs: 1 for
-        the twist, up to ``cg_iters`` for the Jacobian covariance)."""
-        if not self.twist and self.cov == "isotropic":
+        """x̂0, reward and (when twisting) ∇_x λ r at noise level ``sigma``."""
+        if y_rep.flatten(1).shape[1] == 0:  # no measurement: zero reward, the prior's own kernel
             with torch.no_grad():
                 x0 = prior.denoise(x, sigma)
-                return x0, self._reward(problem, y_rep, x0, sigma), None
-        xg = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            x0 = prior.denoise(xg, sigma)
-            if self.cov == "isotropic":
-                r = self._reward(problem, y_rep, x0, sigma)
-                grad = torch.autograd.grad(self.lam * r.sum(), xg)[0]
-                return x0.detach(), r.detach(), grad
-
-            def vjp(v):  # Jᵀ v, J = ∂x̂0/∂x
-                return torch.autograd.grad(x0, xg, grad_outputs=v, retain_graph=True)[0]
-
-            A, At = problem.physics.A, problem.physics.A_adjoint
-            resid = (y_rep - A(x0)).detach()
-            u = cg(lambda v: problem.sigma_y**2 * v + sigma**2 * A(vjp(At(v))), resid, max_iter=self.cg_iters)
-            r = -0.5 * (resid * u).flatten(1).sum(1)
-            grad = self.lam * vjp(At(u)) if self.twist else None
-        return x0.detach(), r.detach(), grad
-
-    def _log_potential(self, reward, stat):
-        """(log G, new stat) for the new reward given the path statistic so far."""
-        if self.potential == "max":
-            stat = reward if stat is None else torch.maximum(stat, reward)
-            return self.lam * stat, stat
-        if self.potential == "sum":
-            stat = reward if stat is None else stat + reward
-            return self.lam * stat, stat
-        return self.lam * reward, stat  # current (difference adds the ratio below)
+            return x0, x.new_zeros(x.shape[0]), (torch.zeros_like(x) if self.twist else None)
+        return COVARIANCES[self.cov](self, problem, prior, y_rep, x, sigma)
 
     # -- protocol ------------------------------------------------------------------------
 
-    def init(self, problem, prior, x_T, generator):
-        return _Particles(x=x_T)
+    def init(self, problem, prior, x_T, sigma, generator):
+        """``K`` fresh particles per problem at ``σ_0``, each weighted by its first potential
+        ``G_0 = exp(λ r_σ0)`` (``x_T`` is not used: the particle system is drawn here)."""
+        K, N = self.particles, problem.y.shape[0]
+        y_rep = problem.y.repeat((K,) + (1,) * (problem.y.ndim - 1))  # particle k·N + n
+        x = sum(prior.data_range) / 2 + sigma * noise_like(x_T, generator, (K * N,) + tuple(x_T.shape[1:]))
+        x0, r, grad = self._evaluate(problem, prior, y_rep, x, sigma)
+        log_g, stat = POTENTIALS[self.potential](r, None, None, self.lam)
+        return _Particles(x=x, x0=x0, y_rep=y_rep, log_w=log_g.reshape(K, N).T.clone(), reward=r, grad=grad,
+                          log_g=log_g, stat=stat)
 
     def step(self, state, sigma, sigma_next, problem, prior, generator):
-        K = self.particles
-        N = problem.y.shape[0]
-        y_rep = problem.y.repeat((K,) + (1,) * (problem.y.ndim - 1))  # particle k·N + n
-        if state.sigma is None:  # first step: K fresh particles per problem at sigma
-            x = 0.5 + sigma * noise_like(state.x, generator, (K * N,) + tuple(state.x.shape[1:]))
-            x0, r, grad = self._evaluate(problem, prior, y_rep, x, sigma)
-            log_g, stat = self._log_potential(r, None)  # G_0 = exp(λ r_0): particles from p_σ0 get w_0 = G_0
-            state = _Particles(x=x, x0=x0, log_w=log_g.reshape(K, N).T.clone(), reward=r,
-                               grad=grad, log_g=log_g, stat=stat, sigma=sigma)
-        x, x0 = state.x, state.x0
-        down, up = ancestral_sigmas(sigma, sigma_next, self.eta)
-        mean = x0 + down * (x - x0) / sigma
+        K, N = self.particles, problem.y.shape[0]
+        x, x0, y_rep = state.x, state.x0, state.y_rep
         if sigma_next == 0:  # last step: x' = x̂0, exact likelihood, divide out the potentials
-            x_new = x0
-            loglik = -((y_rep - problem.physics.A(x_new)).flatten(1) ** 2).sum(1) / (2 * max(problem.sigma_y, 1e-12) ** 2)
+            resid = (y_rep - problem.physics.A(x0)).flatten(1)
+            loglik = -(resid**2).sum(1) / (2 * max(problem.sigma_y, 1e-12) ** 2)
             log_w = state.log_w + (self.lam * loglik - state.log_g).reshape(K, N).T
-            return self._final(x_new, log_w, generator), {"ess": ess(log_w)}
-        shift = (up**2) * state.grad if self.twist else 0.0
-        x_new = mean + shift + up * noise_like(x, generator)
+            return self._final(x0, log_w, state, generator), {"ess": ess(log_w)}
+        mean = ancestral_step(x, x0, sigma, sigma_next, self.eta, noise=False)
+        _, up = ancestral_sigmas(sigma, sigma_next, self.eta)
+        shift = (up**2) * state.grad if self.twist else None
+        x_new = ancestral_step(x, x0, sigma, sigma_next, self.eta, generator, shift=shift)
         # log p(x'|x) − log q(x'|x) for Gaussians of equal variance up²
         if self.twist:
             log_pq = (-((x_new - mean) ** 2) + (x_new - mean - shift) ** 2).flatten(1).sum(1) / (2 * up**2)
         else:
             log_pq = torch.zeros(K * N, dtype=x.dtype, device=x.device)
         x0_new, r_new, grad_new = self._evaluate(problem, prior, y_rep, x_new, sigma_next)
-        log_g_inc, stat = self._log_potential(r_new, state.stat)
-        if self.potential == "difference":
-            log_g_inc = self.lam * (r_new - state.reward)
+        log_g_inc, stat = POTENTIALS[self.potential](r_new, state.reward, state.stat, self.lam)
         log_w = state.log_w + (log_pq + log_g_inc).reshape(K, N).T
-        new = _Particles(x=x_new, x0=x0_new, log_w=log_w, reward=r_new, grad=grad_new,
-                         log_g=state.log_g + log_g_inc, stat=stat, sigma=sigma_next)
+        new = _Particles(x=x_new, x0=x0_new, y_rep=y_rep, log_w=log_w, reward=r_new, grad=grad_new,
+                         log_g=state.log_g + log_g_inc, stat=stat)
         e = ess(log_w)
         if self.ess_threshold > 0 and bool((e < self.ess_threshold * K).any()):
             new = self._resample(new, e < self.ess_threshold * K, generator)
@@ -236,23 +273,23 @@ class SMC(Solver):
             return None if t is None else t[flat]
 
         log_w = torch.where(which[:, None], torch.zeros_like(s.log_w), s.log_w)
-        return _Particles(x=pick(s.x), x0=pick(s.x0), log_w=log_w, reward=pick(s.reward), grad=pick(s.grad),
-                          log_g=pick(s.log_g), stat=pick(s.stat), sigma=s.sigma)
+        return _Particles(x=pick(s.x), x0=pick(s.x0), y_rep=s.y_rep, log_w=log_w, reward=pick(s.reward),
+                          grad=pick(s.grad), log_g=pick(s.log_g), stat=pick(s.stat))
 
-    def _final(self, x0, log_w, generator) -> _Particles:
+    def _final(self, x0, log_w, state, generator) -> _Particles:
         K, N = self.particles, log_w.shape[0]
         w = torch.softmax(log_w, -1)  # (N, K)
         xs = x0.reshape((K, N) + tuple(x0.shape[1:]))
         mean = torch.einsum("nk,kn...->n...", w.to(xs.dtype), xs)
         idx = RESAMPLING[self.resampling](w, generator)
         draws = xs[idx.T, torch.arange(N)[None]]  # (K, N, ...): K equally weighted draws per problem
-        return _Particles(x=draws.reshape((K * N,) + tuple(x0.shape[1:])), x0=x0, log_w=log_w, mean=mean,
-                          samples=draws, sigma=0.0)
+        return _Particles(x=draws.reshape((K * N,) + tuple(x0.shape[1:])), x0=x0, y_rep=state.y_rep, log_w=log_w,
+                          mean=mean, samples=draws)
 
-    def finalize(self, state):
-        """``K`` equally weighted draws per problem (after a final resampling)."""
-        return state.samples.reshape((-1,) + tuple(state.samples.shape[2:]))
+    def finalize(self, state, batch):
+        """``K`` equally weighted draws per problem (after a final resampling), ``(K·S, B, C, H, W)``,
+        and the weighted particle mean of each problem as the point estimate."""
+        shape = tuple(state.samples.shape[2:])
+        draws = state.samples.reshape((-1, batch) + shape)
+        return Final(draws, state.mean.reshape((-1, batch) + shape).mean(0))
 
-    def point_estimate(self, state):
-        """The weighted particle mean of each problem."""
-        return state.mean

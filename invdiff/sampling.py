@@ -15,9 +15,9 @@ __all__ = ["sample_heun"]
 def sample_heun(prior, n: int, shape, *, steps: int = 18, sigmas: torch.Tensor | None = None,
                 generator: torch.Generator | None = None, batch: int = 16, progress: bool = True) -> torch.Tensor:
     """``n`` samples ``(n, *shape)`` in [0, 1] units (not clipped), ``batch`` at a time."""
-    from ..problem import Problem
-    from ..solve import solve
-    from ..solvers.heun import Heun
+    from .problem import Problem
+    from .solve import solve
+    from .solvers.heun import Heun
 
     out = []
     for start in range(0, n, batch):

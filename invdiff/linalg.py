@@ -1,6 +1,7 @@
 """Conjugate gradients for ``M x = b`` with ``M`` symmetric positive (semi-)definite.
 
-The one CG routine of the package (baselines, DiffPIR's data step, MBIR's ADMM x-update).
+The one CG routine of the package (baselines, DiffPIR's data step, MBIR's ADMM x-update, the
+real-input MRI proximal step), in a neutral module that operators and solvers both use.
 Batch elements are independent systems: step sizes are computed per element, and an element
 stops updating once its residual falls below ``tol · ‖b‖``.
 """

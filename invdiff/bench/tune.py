@@ -1,0 +1,49 @@
+"""Tuning: every method's hyperparameter grid on a named problem's validation split.
+
+For each method with a grid (:attr:`Method.grid <invdiff.methods.Method.grid>`; a solver's
+``grid`` class attribute), every grid point runs through :meth:`Method.run
+<invdiff.methods.Method.run>` — the benchmark's own code path — on validation images (split
+``"validation"``, never the test split), and the point with the best mean PSNR is kept.
+``benchmarks/tune_presets.py`` runs it over the named problems and writes
+``invdiff/problems/presets.json``, which :class:`~invdiff.problems.ProblemSpec` reads.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..methods import get_method
+from .runner import not_applicable
+
+__all__ = ["tune_problem"]
+
+
+def tune_problem(name: str, methods, *, images: int = 2, steps: int = 100, seed: int = 0,
+                 noise_seed: int = 1) -> dict:
+    """Grid-search each of ``methods`` on ``images`` validation images of problem ``name``.
+
+    Returns ``{method: {"params", "validation_psnr", "grid": [{"params", "psnr"}, …]}}`` for
+    every method that has a grid and can run on the problem. ``noise_seed`` draws the
+    measurement noise, ``seed`` the samplers.
+    """
+    from ..metrics import psnr
+    from ..problems import get_problem
+
+    spec = get_problem(name)
+    pb = spec.make("validation", images, seed=noise_seed)
+    prior = None
+    out = {}
+    for m in map(get_method, methods):
+        if not m.grid or not_applicable(m, spec):
+            continue
+        if m.uses_prior and prior is None:
+            prior = spec.build_prior()
+        scores = []
+        for params in m.grid_points(pb):
+            res = m.run(pb, prior if m.uses_prior else None, steps=steps,
+                        generator=torch.Generator().manual_seed(seed), params=params)
+            scores.append((float(psnr(res.x_hat.clamp(0, 1), pb.x_true).mean()), params))
+        best = max(scores, key=lambda t: t[0])
+        out[m.preset_key] = {"params": best[1], "validation_psnr": best[0],
+                             "grid": [{"params": p, "psnr": s} for s, p in scores]}
+    return out

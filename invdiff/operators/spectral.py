@@ -1,0 +1,68 @@
+"""The singular value decomposition of an operator, where it has one, and what solvers build on it.
+
+deepinv's :class:`~deepinv.physics.DecomposablePhysics` carries ``A = U diag(s) Vᴴ`` as the
+maps ``U``, ``U_adjoint``, ``V``, ``V_adjoint`` and the singular values ``s`` (its ``mask``):
+inpainting (``U = V = I``, ``s`` the mask), FFT-diagonalised blur and super-resolution-free
+circulant operators (``U = V = F``), complex-input Cartesian MRI, and :func:`dense_operator`.
+The SVD-based solvers (DDRM, ΠGDM) and RED-Diff's start use the helpers below instead of
+reaching into ``physics.mask`` themselves.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["has_svd", "require_svd", "singular_values", "truncated_pinv", "real_part"]
+
+
+def has_svd(physics) -> bool:
+    """Whether ``physics`` carries an SVD over the images it takes.
+
+    deepinv ``DecomposablePhysics`` do, except real-input MRI: its singular vectors (Fourier
+    modes) live on complex images, and the real-to-complex map has no SVD of that form.
+    """
+    import deepinv
+
+    return isinstance(physics, deepinv.physics.DecomposablePhysics) and not getattr(physics, "real_input", False)
+
+
+def require_svd(physics, who: str):
+    """Return ``physics`` if it has an SVD (:func:`has_svd`), else a ``ValueError`` naming ``who``."""
+    if not has_svd(physics):
+        why = ("real-input MRI (its SVD acts on complex images; build it with real_input=False)"
+               if getattr(physics, "real_input", False) else type(physics).__name__.lstrip("_"))
+        raise ValueError(f"{who} needs an operator with an SVD (deepinv DecomposablePhysics: inpainting, "
+                         f"circular blur, complex-input MRI, dense), got {why}; use a solver that needs only "
+                         f"A and its adjoint (DPS, DiffPIR, SMC, DAPS, RED-Diff) for this operator")
+    return physics
+
+
+def singular_values(physics, like: torch.Tensor | None = None) -> torch.Tensor:
+    """The singular values ``s`` of ``A = U diag(s) Vᴴ``, shaped like the spectral coordinates.
+
+    Complex for FFT-diagonalised operators (``|s|`` are the singular values proper; the phase
+    belongs to ``U``). ``like`` gives the dtype and device to return them in (real parts
+    only converted).
+    """
+    s = require_svd(physics, "singular_values").mask
+    s = torch.as_tensor(s)
+    if like is not None and not s.is_complex():
+        s = s.to(dtype=like.dtype, device=like.device)
+    return s
+
+
+def real_part(t: torch.Tensor) -> torch.Tensor:
+    """``t.real`` for complex tensors (FFT-diagonalised operators), ``t`` otherwise."""
+    return t.real if t.is_complex() else t
+
+
+def truncated_pinv(physics, y: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """``V diag(1/s · [|s| > cutoff]) Uᴴ y``: the pseudo-inverse with small singular values dropped.
+
+    deepinv's ``A_dagger`` drops only ``s ≤ 1e-5``; on a Gaussian blur that amplifies the
+    measurement noise by up to 10⁹. A ``cutoff`` such as 0.05 keeps the start of RED-Diff
+    (and any other user) bounded. Singular values ``≤ 1e-5`` are always dropped.
+    """
+    s = singular_values(physics, y)
+    keep = s > max(cutoff, 1e-5)
+    return physics.V(physics.U_adjoint(y) * torch.where(keep, 1 / torch.where(keep, s, 1), 0))
