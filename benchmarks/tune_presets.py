@@ -39,19 +39,29 @@ def tune_one(name: str, images: int, steps: int, methods=None) -> dict:
     return out
 
 
+def _settings(payload: dict, name: str) -> tuple[int, int]:
+    """(validation images, steps) a problem was tuned with (per problem, else the file's defaults)."""
+    s = payload.get("settings", {}).get(name, {})
+    return s.get("images", payload["images"]), s.get("steps", payload["steps"])
+
+
 def _write(payload: dict, md_path: str) -> None:
     with open(OUT_JSON, "w") as f:
         json.dump(payload, f, indent=1)
     lines = ["# Solver presets tuned on the validation split", "",
-             f"{payload['images']} validation images per problem, {payload['steps']} steps, mean PSNR. "
-             "Commands (each adds or replaces the problems it names):", ""]
+             f"{payload['images']} validation images per problem, {payload['steps']} steps, mean PSNR, unless the "
+             "problem's row says otherwise (column *settings*). Commands (each adds or replaces the problems it "
+             "names):", ""]
     lines += [f"- `{c}`" for c in payload["commands"]]
-    lines += ["", "| problem | method | chosen | validation PSNR (dB) | grid |", "| --- | --- | --- | --- | --- |"]
+    lines += ["", "| problem | settings | method | chosen | validation PSNR (dB) | grid |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for name, r in payload["problems"].items():
+        images, steps = _settings(payload, name)
         for method, c in r.items():
             grid = ("(grid scores not kept: " + c["note"] + ")") if c.get("grid") is None else ", ".join(
                 f"{'/'.join(f'{v:.3g}' for v in g['params'].values())}: {g['psnr']:.2f}" for g in c["grid"])
-            lines.append(f"| {name} | {method} | {c['params']} | {c['validation_psnr']:.2f} | {grid} |")
+            lines.append(f"| {name} | {images} images, {steps} steps | {method} | {c['params']} | "
+                         f"{c['validation_psnr']:.2f} | {grid} |")
     with open(md_path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -69,15 +79,22 @@ def main(argv=None):
     args = ap.parse_args(argv)
     names = args.problems or [n for n, p in PROBLEMS.items() if not p.is_volume]
     command = "python benchmarks/tune_presets.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    payload = {"split": "validation", "images": args.images, "steps": args.steps, "commands": [], "problems": {}}
+    payload = {"split": "validation", "images": args.images, "steps": args.steps, "commands": [], "problems": {},
+               "settings": {}}
     if (args.problems or args.methods) and os.path.isfile(OUT_JSON):
         with open(OUT_JSON) as f:
             old = json.load(f)
-        if (old.get("images"), old.get("steps")) != (args.images, args.steps):
-            sys.exit(f"{OUT_JSON} was tuned with --images {old.get('images')} --steps {old.get('steps')}; "
-                     f"merge with the same settings, or retune every problem (no --problems/--methods)")
+        payload.update({k: old[k] for k in ("images", "steps") if k in old})
+        payload["settings"] = old.get("settings", {})
+        for name in names:  # merging methods into a problem tuned with other settings would mix them
+            if name in old["problems"] and args.methods and _settings(old, name) != (args.images, args.steps):
+                sys.exit(f"{name} was tuned with --images {_settings(old, name)[0]} --steps {_settings(old, name)[1]}; "
+                         f"add methods with the same settings, or retune the problem (no --methods)")
         payload["commands"] = old.get("commands", [])
-        payload["problems"] = old["problems"]
+        payload["problems"] = {k: v for k, v in old["problems"].items() if args.methods or k not in names}
+    for name in names:
+        if (args.images, args.steps) != (payload["images"], payload["steps"]):
+            payload["settings"][name] = {"images": args.images, "steps": args.steps}
     payload["commands"].append(command)
     with ProcessPoolExecutor(args.jobs) as pool:  # each problem is saved as soon as it is done
         for name, result in zip(names, pool.map(tune_one, names, [args.images] * len(names),

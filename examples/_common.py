@@ -36,5 +36,5 @@ def restore(problem_name: str, png_name: str) -> dict:
     for name, x in recons.items():
         print(f"{name:12s} {float(psnr(x.clamp(0, 1), problem.x_true)):.2f} dB")
     save_image_row({"truth": problem.x_true[0], **{k: v.clamp(0, 1)[0] for k, v in recons.items()}},
-                   os.path.join(OUT, png_name))
+                   os.path.join(OUT, png_name), truth=problem.x_true[0])
     return recons

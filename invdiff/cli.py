@@ -100,7 +100,8 @@ def _add_solve(sub):
     p = sub.add_parser("solve", help="reconstruct one image: a named problem, your image, or your own measurement",
                        description="Reconstruct from a named problem (its test image, or --image/--dicom measured "
                                    "with its operator) or from your own measurement (--measurement FILE.npy with "
-                                   "--operator and its options). Writes reconstruction.npy and reconstruction.png.")
+                                   "--operator and its options) or MRI k-space (--kspace FILE.npy --mask FILE.npy "
+                                   "[--coils FILE.npy]). Writes reconstruction.npy and reconstruction.png.")
     p.add_argument("--problem", help="named problem (see `invdiff problems`)")
     p.add_argument("--solver", default="diffpir", help="solver name (see `invdiff solvers`); default diffpir")
     p.add_argument("--steps", type=int, default=100, help="diffusion steps")
@@ -109,12 +110,24 @@ def _add_solve(sub):
     p.add_argument("--index", type=int, default=0, help="which test image of the problem")
     p.add_argument("--image", help="your image (PNG/JPEG/TIFF/npy) instead of the problem's test image")
     p.add_argument("--dicom", help="your DICOM slice instead of the problem's test image")
+    p.add_argument("--nifti", metavar="FILE", help="your NIfTI volume or slice (.nii/.nii.gz) instead of the problem's "
+                   "test image: every slice (along the file's third voxel axis) resized to the problem's size and "
+                   "measured; also writes reconstruction.nii.gz with the input's header and (resize-adjusted) affine")
+    p.add_argument("--dicom-series", metavar="DIR", help="your DICOM series (a folder of one series' slices) instead "
+                   "of the problem's test image, as --nifti; also writes the new series reconstruction_dicom/")
     p.add_argument("--measurement", help="your measurement as .npy, shaped as the operator produces it (CT: (1, detectors, n_views)), optionally with a leading batch axis")
     p.add_argument("--operator", help="operator of --measurement (see invdiff.operators.OPERATORS), e.g. ct_sparse_view")
     p.add_argument("--size", type=int, default=None, help="image size of --measurement's operator (default 64)")
     p.add_argument("--n-views", type=int, help="CT views of --measurement's operator")
     p.add_argument("--max-angle", type=float, help="angular range in degrees (ct_limited_angle)")
-    p.add_argument("--sigma-y", type=float, help="noise std of --measurement, in [0, 1] units")
+    p.add_argument("--sigma-y", type=float, help="noise std of --measurement, in [0, 1] units (with --kspace: of "
+                   "the normalised k-space; estimated from the outermost sampled k-space when omitted)")
+    p.add_argument("--kspace", metavar="FILE", help="your complex Cartesian MRI k-space as .npy, (coils, H, W) or "
+                   "(H, W), centred (DC at H//2, W//2; orthonormal FFT); needs --mask; the image size is its (H, W)")
+    p.add_argument("--mask", metavar="FILE", help="0/1 sampling mask of --kspace as .npy, (H, W) or (W,) (sampled "
+                   "columns)")
+    p.add_argument("--coils", metavar="FILE", help="complex coil sensitivities of --kspace as .npy, (coils, H, W); "
+                   "default: estimated from the fully sampled k-space centre (sum of squares)")
     p.add_argument("--prior", help="shipped prior name (default: the problem's, or phantom64)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -128,11 +141,15 @@ def _cmd_solve(args, argv):
                     problem=args.problem, index=args.index, image=args.image, dicom=args.dicom,
                     measurement=args.measurement, operator=args.operator, size=args.size, n_views=args.n_views,
                     max_angle=args.max_angle, sigma_y=args.sigma_y, prior=args.prior,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, nifti=args.nifti, dicom_series=args.dicom_series,
+                    kspace=args.kspace, mask=args.mask, coils=args.coils)
     if "psnr" in out:
         print(f"PSNR {out['psnr']:.2f} dB (A†y {out['psnr_pinv']:.2f} dB), SSIM {out['ssim']:.3f}")
     print(f"{out['nfe']} network calls, {out['seconds']:.1f} s")
     print(f"wrote {out['npy']} and {out['png']}")
+    for key in ("nifti", "dicom_series"):
+        if key in out:
+            print(f"wrote {out[key]}")
 
 
 def _add_bench(sub):

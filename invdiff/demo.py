@@ -41,9 +41,7 @@ def run_demo(out_dir: str = "invdiff-demo", *, views: int = 16, steps: int = 100
               "diffusion": (float(psnr(x_hat, x)), float(ssim(x_hat, x)))}
     std = result.std[0, 0] if result.std is not None else torch.zeros(64, 64)
     path = os.path.join(out_dir, "demo_ct.png")
-    save_image_row({"truth": x[0], "FBP": x_fbp[0], "DiffPIR": x_hat[0], "posterior std": std}, path,
-                   titles={"FBP": f"FBP {scores['fbp'][0]:.1f} dB",
-                           "DiffPIR": f"DiffPIR {scores['diffusion'][0]:.1f} dB",
-                           "posterior std": f"std ({samples} samples)"},
+    save_image_row({"truth": x[0], "FBP": x_fbp[0], "DiffPIR": x_hat[0], "posterior std": std}, path, truth=x[0],
+                   titles={"posterior std": f"std ({samples} samples)"},
                    cmaps={"posterior std": "magma"}, ranges={"posterior std": (0.0, float(std.max().clamp_min(1e-6)))})
     return {**scores, "figure": path, "seconds": result.seconds}

@@ -4,10 +4,20 @@ Two ways in:
 
 * ``--problem NAME`` — a named problem (:mod:`invdiff.problems`); its test image ``--index``,
   or the user's own image (``--image FILE`` / ``--dicom FILE``, centre-cropped and resized to
-  the problem's size) measured with the problem's operator and noise.
+  the problem's size) measured with the problem's operator and noise; or the user's volume
+  (``--nifti FILE`` / ``--dicom-series DIR``), every slice resized to the problem's size, all
+  slices measured as one batch, the reconstruction also written back in the input's format
+  (``reconstruction.nii.gz`` / ``reconstruction_dicom/``).
 * ``--measurement FILE.npy --operator NAME`` — a measurement shaped as the operator produces it (CT: ``(1, detectors, n_views)``), or
   with a leading batch axis) or other measurement; the operator is rebuilt from its name and
-  options (``--size``, ``--n-views``, ``--max-angle``), the prior from ``--prior``.
+  options (``--size``, ``--n-views``, ``--max-angle``), the prior from ``--prior``. Operators with
+  random parts (whose factory takes a ``generator``: a random MRI or inpainting mask) are
+  refused: a rebuilt one would not be the operator that made the measurement.
+* ``--kspace FILE.npy --mask FILE.npy [--coils FILE.npy]`` — the user's complex Cartesian MRI
+  k-space ``(coils, H, W)`` or ``(H, W)``, its 0/1 sampling mask ``(H, W)`` or ``(W,)`` and
+  optionally coil sensitivities (estimated from the calibration region otherwise), normalised
+  to [0, 1], ``--sigma-y`` estimated when not given (:func:`invdiff.measurements.mri_from_kspace`);
+  the image size is the k-space's, the prior ``--prior`` (default phantom64).
 
 Writes ``reconstruction.npy`` (``(B, C, H, W)`` in [0, 1] units) and ``reconstruction.png``
 (truth when known, the operator's pseudo-inverse ``A†y``, the reconstruction and — with
@@ -73,12 +83,116 @@ def _load_measurement(path: str, physics) -> torch.Tensor:
     return y
 
 
+def _check_volume_flags(*, nifti, dicom_series, image, dicom, measurement, index) -> None:
+    """Refuse flags that conflict with ``--nifti`` / ``--dicom-series`` (one-line ``ValueError``)."""
+    for flag, value, other in (("--nifti", nifti, ("--dicom-series", dicom_series)),
+                               ("--dicom-series", dicom_series, ("--nifti", nifti))):
+        if not value:
+            continue
+        clash = [f for f, v in (("--image", image), ("--dicom", dicom), other, ("--measurement", measurement),
+                                ("--index", index)) if v]
+        if clash:
+            raise ValueError(f"{flag} cannot be combined with {', '.join(clash)}: its volume (or slice) replaces the "
+                             f"problem's test image, measured with the operator of --problem")
+
+
+def _load_user_volume(spec, nifti: str | None, dicom_series: str | None, out_dir: str):
+    """``--nifti FILE`` / ``--dicom-series DIR``: the user's volume, every slice centre-cropped and
+    resized to the problem's size, as ``(D, C, size, size)`` with its (resize-adjusted) info."""
+    from .data.volumes import load_dicom_series, load_nifti, resize_volume
+
+    source = nifti or dicom_series
+    if dicom_series:
+        target = os.path.join(out_dir, "reconstruction_dicom")
+        if os.path.exists(target) and not (os.path.isdir(target) and not os.listdir(target)):
+            raise FileExistsError(f"{target!r} already exists; remove it or give another --out (a DICOM series is "
+                                  f"never written over)")
+        x, info = load_dicom_series(dicom_series, rule="auto", channels=spec.channels)
+    else:
+        x, info = load_nifti(nifti, rule="minmax", channels=spec.channels)
+    if min(x.shape[-2:]) < spec.size:
+        raise ValueError(f"{source!r} has slices of {x.shape[-2]}×{x.shape[-1]} px, smaller than the problem's "
+                         f"{spec.size}×{spec.size}; upsampling would invent detail: give slices of at least "
+                         f"{spec.size} px on each side")
+    x, info = resize_volume(x, spec.size, info)
+    if spec.is_volume:  # some volume operators carry per-slice parameters for a fixed number of slices
+        try:
+            with torch.no_grad():
+                spec.operator().A(x)
+        except ValueError as err:
+            raise ValueError(f"{source!r}: its {x.shape[0]} slices do not fit the volume problem {spec.name}: "
+                             f"{err}") from None
+    return x.clamp(0, 1), info
+
+
+def _write_user_volume(out_dir: str, x_hat: torch.Tensor, info) -> dict:
+    """Write the reconstruction in the input's format: ``reconstruction.nii.gz`` (the input's
+    header; its affine adjusted for the resize: in-plane voxel size scaled by input/problem size)
+    or ``reconstruction_dicom/`` (a new series; pixel spacing and positions adjusted alike)."""
+    from .data.volumes import NiftiInfo, save_dicom_series, save_nifti
+
+    if info is None:
+        return {}
+    if isinstance(info, NiftiInfo):
+        return {"nifti": save_nifti(os.path.join(out_dir, "reconstruction.nii.gz"), x_hat, info)}
+    return {"dicom_series": save_dicom_series(os.path.join(out_dir, "reconstruction_dicom"), x_hat, info)}
+
+
+def _has_random_parts(name: str) -> bool:
+    """Whether operator ``name``'s factory draws random parts (a mask): its signature takes a ``generator``."""
+    import inspect
+
+    from .operators import OPERATORS
+
+    return name in OPERATORS and "generator" in inspect.signature(OPERATORS[name]).parameters
+
+
+def _load_npy(path: str, flag: str) -> np.ndarray:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no {flag} file at {path!r}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as err:  # noqa: BLE001
+        raise ValueError(f"cannot read {flag} {path!r} as .npy: {err}") from None
+
+
+def _check_kspace_flags(kspace, mask, **others) -> None:
+    """``--kspace`` and ``--mask`` come together and without the flags of the other data sources."""
+    if kspace is None or mask is None:
+        raise ValueError("--kspace FILE.npy and --mask FILE.npy go together (--coils FILE.npy is optional)")
+    given = [flag for flag, value in others.items() if value]
+    if given:
+        raise ValueError(f"--kspace brings its own data and operator: drop {', '.join(given)}")
+
+
+def _kspace_problem(kspace: str, mask: str, coils: str | None, sigma_y: float | None):
+    """The MRI problem of the user's k-space files (:func:`invdiff.measurements.mri_from_kspace`)."""
+    from .measurements import mri_from_kspace
+
+    k = _load_npy(kspace, "--kspace")
+    m = _load_npy(mask, "--mask")
+    c = None if coils is None else _load_npy(coils, "--coils")
+    return mri_from_kspace(k, m, c, sigma_y=sigma_y)
+
+
 def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, samples: int = 1, seed: int = 0,
               problem: str | None = None, index: int = 0, image: str | None = None, dicom: str | None = None,
               measurement: str | None = None, operator: str | None = None, size: int | None = None,
               n_views: int | None = None, max_angle: float | None = None, sigma_y: float | None = None,
-              prior: str | None = None, progress: bool = True) -> dict:
-    """Run one reconstruction; returns paths and (when the truth is known) PSNR/SSIM."""
+              prior: str | None = None, progress: bool = True,
+              nifti: str | None = None, dicom_series: str | None = None,
+              kspace: str | None = None, mask: str | None = None, coils: str | None = None) -> dict:
+    """Run one reconstruction; returns paths and (when the truth is known) PSNR/SSIM.
+
+    ``nifti`` (``--nifti FILE``) / ``dicom_series`` (``--dicom-series DIR``) replace the
+    problem's test image by the user's volume (or single slice): every slice is centre-cropped
+    and resized to the problem's size, all slices are measured as one batch, and the
+    reconstruction is also written in the input's format: ``reconstruction.nii.gz`` (key
+    ``"nifti"``) with the input's header and affine, the affine adjusted for the resize (voxel
+    size scaled in-plane by the crop/resize factor, origin moved so each voxel keeps its world
+    position), or a new series ``reconstruction_dicom/`` (key ``"dicom_series"``) with pixel
+    spacing and ImagePositionPatient adjusted alike (:func:`invdiff.data.volumes.resize_volume`).
+    """
     from . import Problem, psnr, solve, ssim
     from .data import atomic_write, load_dicom, load_file, resize
     from .plot import save_image_row
@@ -86,7 +200,15 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
     from .problems import get_problem
     from .solvers import SOLVERS
 
-    if (problem is None) == (measurement is None):
+    _check_volume_flags(nifti=nifti, dicom_series=dicom_series, image=image, dicom=dicom, measurement=measurement,
+                        index=index)
+    volume_info = None  # the geometry of --nifti / --dicom-series, to write the reconstruction back
+    if kspace is not None or mask is not None or coils is not None:  # the user's MRI k-space
+        _check_kspace_flags(kspace, mask, **{"--problem": problem, "--measurement": measurement, "--image": image,
+                                             "--dicom": dicom, "--operator": operator, "--size": size,
+                                             "--n-views": n_views, "--max-angle": max_angle, "--index": index,
+                                             "--nifti": nifti, "--dicom-series": dicom_series})
+    elif (problem is None) == (measurement is None):
         raise ValueError("give either --problem NAME or --measurement FILE.npy (with --operator), not both")
     if image and dicom:
         raise ValueError("give --image or --dicom, not both")
@@ -113,7 +235,9 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
     if problem is not None:
         spec = get_problem(problem)
         prior_name = prior or spec.prior
-        if image or dicom:
+        if nifti or dicom_series:
+            x, volume_info = _load_user_volume(spec, nifti, dicom_series, out_dir)
+        elif image or dicom:
             path = image or dicom
             x = (load_dicom(path, channels=spec.channels) if dicom else load_file(path, channels=spec.channels))
             if min(x.shape[-2:]) < spec.size:
@@ -126,9 +250,16 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
                 raise ValueError(f"--index must be 0 for the volume problem {spec.name}, got {index}")
             x = spec.images("test", 1) if spec.is_volume else spec.images("test", index + 1)[index:index + 1]
         pb = Problem.simulate(x, spec.operator(), spec.sigma_y, generator=torch.Generator().manual_seed(seed))
+    elif kspace is not None:
+        pb = _kspace_problem(kspace, mask, coils, sigma_y)
+        prior_name = prior or "phantom64"
     else:
         if operator is None:
             raise ValueError("--measurement needs --operator NAME (e.g. ct_sparse_view)")
+        if _has_random_parts(operator):
+            raise ValueError(f"operator {operator} draws random parts (its factory takes a generator), so a rebuilt "
+                             f"one is not the operator that made the measurement: for MRI give the k-space with its "
+                             f"mask, --kspace FILE.npy --mask FILE.npy [--coils FILE.npy]")
         if sigma_y is None or sigma_y < 0:
             raise ValueError("--measurement needs --sigma-y >= 0 (the noise level of the measurement, [0, 1] units)")
         physics = _operator_from_args(operator, size, {"--n-views": n_views, "--max-angle": max_angle})
@@ -161,5 +292,13 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
         panels["posterior std"] = std
         extra = dict(cmaps={"posterior std": "magma"}, ranges={"posterior std": (0.0, float(std.max().clamp_min(1e-6)))})
     npy = atomic_write(os.path.join(out_dir, "reconstruction.npy"), lambda p: np.save(p, x_hat.numpy()))
-    png = save_image_row(panels, os.path.join(out_dir, "reconstruction.png"), **extra)
-    return {"npy": npy, "png": png, "nfe": result.nfe, "seconds": result.seconds, **scores}
+    if x_hat.shape[0] > 1 and problem is not None and spec.is_volume:  # a volume: its three planes
+        from .plot import save_volume_planes
+
+        vols = {"A†y": back, solver: x_hat}
+        png = save_volume_planes({"truth": pb.x_true, **vols} if pb.x_true is not None else vols,
+                                 os.path.join(out_dir, "reconstruction.png"), truth=pb.x_true)
+    else:
+        png = save_image_row(panels, os.path.join(out_dir, "reconstruction.png"), truth=panels.get("truth"), **extra)
+    written = _write_user_volume(out_dir, x_hat, volume_info)  # {} unless --nifti / --dicom-series
+    return {"npy": npy, "png": png, "nfe": result.nfe, "seconds": result.seconds, **scores, **written}

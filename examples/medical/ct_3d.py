@@ -11,7 +11,7 @@ from invdiff import Problem, solve  # noqa: E402
 from invdiff.data import body_volume  # noqa: E402
 from invdiff.metrics import plane_metrics  # noqa: E402
 from invdiff.operators import volume_ct  # noqa: E402
-from invdiff.plot import save_image_row  # noqa: E402
+from invdiff.plot import save_volume_planes  # noqa: E402
 from invdiff.priors import SliceStackPrior, load_prior  # noqa: E402
 from invdiff.solvers import MBIR  # noqa: E402
 
@@ -23,5 +23,4 @@ for name, solver in {"per slice": MBIR(lam=0.0), "MBIR": MBIR(lam=2e-3, rho=5e-2
     x = solve(problem, prior, solver, steps=steps(50), generator=torch.Generator().manual_seed(0)).x_hat.clamp(0, 1)
     out[name] = x
     print(name, {k: f"{v[0]:.2f} dB" for k, v in plane_metrics(x, vol).items()})
-save_image_row({"truth (coronal)": vol[:, 0, 32], **{f"{k} (coronal)": v[:, 0, 32] for k, v in out.items()}},
-               os.path.join(OUT, "ct_3d_coronal.png"))
+save_volume_planes({"truth": vol, **out}, os.path.join(OUT, "ct_3d_planes.png"), truth=vol)

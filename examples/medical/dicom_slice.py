@@ -23,4 +23,5 @@ result = solve(problem, load_prior("phantom64"), DiffPIR(), steps=steps(100), ge
 recons = {"FBP": fbp(problem), "TV": tv(problem), "DiffPIR": result.x_hat}
 for name, xr in recons.items():
     print(f"{name:8s} {float(psnr(xr.clamp(0, 1), x)):.2f} dB")
-save_image_row({"DICOM slice": x[0], **{k: v.clamp(0, 1)[0] for k, v in recons.items()}}, os.path.join(OUT, "dicom_slice.png"))
+save_image_row({"DICOM slice": x[0], **{k: v.clamp(0, 1)[0] for k, v in recons.items()}}, os.path.join(OUT, "dicom_slice.png"),
+               truth=x[0])

@@ -21,4 +21,4 @@ recons = {"zero-filled": zero_filled(problem), "TV": tv(problem), "DiffPIR": res
 for name, x in recons.items():
     print(f"{name:12s} {float(psnr(x.clamp(0, 1), problem.x_true)):.2f} dB")
 save_image_row({"truth": problem.x_true[0], **{k: v.clamp(0, 1)[0] for k, v in recons.items()}},
-               os.path.join(OUT, "mri_4x.png"))
+               os.path.join(OUT, "mri_4x.png"), truth=problem.x_true[0])

@@ -20,4 +20,4 @@ recons = {"FBP": fbp(problem), "TV": tv(problem), "DiffPIR": result.x_hat}
 for name, x in recons.items():
     print(f"{name:8s} {float(psnr(x.clamp(0, 1), problem.x_true)):.2f} dB")
 save_image_row({"truth": problem.x_true[0], **{k: v.clamp(0, 1)[0] for k, v in recons.items()}},
-               os.path.join(OUT, "sparse_view_ct.png"))
+               os.path.join(OUT, "sparse_view_ct.png"), truth=problem.x_true[0])

@@ -96,7 +96,8 @@ def write_markdown(data: dict, path, *, problems, methods) -> str:
 
 
 def save_figure(out_dir, problem: str, methods) -> str | None:
-    """``figures/<problem>.png``: truth, then each method (first test image) over its error map."""
+    """``figures/<problem>.png``: truth, then each method (first test image) with PSNR/SSIM over its
+    error map, then the posterior standard deviation of the methods that draw several samples."""
     import numpy as np
 
     out_dir = Path(out_dir)
@@ -104,6 +105,7 @@ def save_figure(out_dir, problem: str, methods) -> str | None:
     recs = {m: np.load(rec_dir / f"{m}.npy") for m in methods if (rec_dir / f"{m}.npy").is_file()}
     if not recs:
         return None
+    stds = {f"{m} std": np.load(rec_dir / f"{m}.std.npy").mean(0) for m in methods if (rec_dir / f"{m}.std.npy").is_file()}
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(exist_ok=True)
-    return save_comparison(np.load(rec_dir / "truth.npy"), recs, fig_dir / f"{problem}.png", problem)
+    return save_comparison(np.load(rec_dir / "truth.npy"), recs, fig_dir / f"{problem}.png", problem, maps=stds)

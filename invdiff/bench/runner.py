@@ -50,6 +50,8 @@ def run_cell(problem: str, method: Method, n_images: int, seed: int, steps: int,
     rec_dir = Path(out_dir) / "reconstructions" / problem
     rec_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(rec_dir / f"{method.name}.npy", lambda tmp: np.save(tmp, x[0].numpy()))
+    if res.std is not None:  # posterior standard deviation of the first image (methods with samples)
+        atomic_write(rec_dir / f"{method.name}.std.npy", lambda tmp: np.save(tmp, res.std[0].numpy()))
     atomic_write(rec_dir / "truth.npy", lambda tmp: np.save(tmp, pb.x_true[0].numpy()))
     return {"problem": problem, "method": method.name, "family": method.family,
             "psnr": psnr(x, pb.x_true).tolist(), "ssim": ssim(x, pb.x_true).tolist(),

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 __all__ = ["load_image", "load_dicom", "load_npy", "load_file", "load_folder", "sample_photo", "photo_crops", "atomic_write",
-           "sample_photo_names", "dicom_sample", "DICOM_SAMPLES", "resize"]
+           "sample_photo_names", "dicom_sample", "DICOM_SAMPLES", "resize", "CT_HU_WINDOW", "hu_to_unit",
+           "unit_to_hu", "atomic_write_dir"]
 
 # Photographs shipped inside scikit-image's wheel (skimage.data), colour or grey.
 _PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "coins", "hubble_deep_field",
@@ -24,6 +25,53 @@ _PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "coins", "hubble_deep_fie
 DICOM_SAMPLES = ("CT_small.dcm", "MR_small.dcm")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+#: The CT intensity rule, in Hounsfield units: ``(lo, hi)`` maps to [0, 1] linearly (see :func:`hu_to_unit`).
+CT_HU_WINDOW = (-1000.0, 1000.0)
+
+
+def hu_to_unit(hu):
+    """Hounsfield units to [0, 1] by the one CT intensity rule of invdiff.
+
+    ``x = clip((HU + 1000) / 2000, 0, 1)`` (:data:`CT_HU_WINDOW`): air (-1000 HU) is 0, water
+    (0 HU) is 0.5 and dense bone (+1000 HU and above) is 1. The CT contrast of the phantoms
+    (:mod:`invdiff.data.phantoms`: air 0, lung 0.1, fat 0.36, soft tissue 0.5, bone 0.92)
+    follows this rule roughly (lung about -800 HU, fat about -280 HU, bone about +840 HU), so
+    real CT loaded with it (``load_dicom(..., rule="hu")``, ``load_dicom_series``) looks like
+    what the shipped CT priors were trained on.
+
+    Parameters
+    ----------
+    hu : float, numpy.ndarray or torch.Tensor
+        Values in Hounsfield units.
+
+    Returns
+    -------
+    float, numpy.ndarray or torch.Tensor
+        Same type (arrays and tensors as float32) with values in [0, 1].
+    """
+    lo, hi = CT_HU_WINDOW
+    if isinstance(hu, torch.Tensor):
+        return ((hu.float() - lo) / (hi - lo)).clamp(0, 1)
+    if isinstance(hu, np.ndarray):
+        return np.clip((hu.astype(np.float64) - lo) / (hi - lo), 0, 1).astype(np.float32)
+    return float(min(max((float(hu) - lo) / (hi - lo), 0.0), 1.0))
+
+
+def unit_to_hu(x):
+    """The inverse of :func:`hu_to_unit` on [0, 1]: ``HU = -1000 + 2000 * clip(x, 0, 1)``.
+
+    HU outside :data:`CT_HU_WINDOW` are not recovered: ``unit_to_hu(hu_to_unit(hu))`` is
+    ``clip(hu, -1000, 1000)``. Arrays and tensors come back as float32 (float64 for numpy
+    inputs that are float64, so stored values can be rounded exactly).
+    """
+    lo, hi = CT_HU_WINDOW
+    if isinstance(x, torch.Tensor):
+        return lo + (hi - lo) * x.float().clamp(0, 1)
+    if isinstance(x, np.ndarray):
+        out = lo + (hi - lo) * np.clip(x.astype(np.float64), 0, 1)
+        return out if x.dtype == np.float64 else out.astype(np.float32)
+    return lo + (hi - lo) * min(max(float(x), 0.0), 1.0)
 
 
 def _to_tensor(arr: np.ndarray, channels: int | None, source: str) -> torch.Tensor:
@@ -44,10 +92,10 @@ def _to_tensor(arr: np.ndarray, channels: int | None, source: str) -> torch.Tens
     if not np.isfinite(arr).all():
         raise ValueError(f"{source}: image contains NaN or Inf values")
     x = torch.from_numpy(np.ascontiguousarray(arr))
-    return _set_channels(x, channels, source)
+    return set_channels(x, channels, source)
 
 
-def _set_channels(x: torch.Tensor, channels: int | None, source: str) -> torch.Tensor:
+def set_channels(x: torch.Tensor, channels: int | None, source: str) -> torch.Tensor:
     if channels is None or x.shape[0] == channels:
         return x
     if channels == 1 and x.shape[0] == 3:
@@ -77,7 +125,7 @@ def resize(x: torch.Tensor, size) -> torch.Tensor:
     return out[0].clamp(0, 1)
 
 
-def _existing(path) -> Path:
+def existing_file(path) -> Path:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no such file: {str(p)!r}")
@@ -88,7 +136,7 @@ def load_image(path, *, channels: int | None = None) -> torch.Tensor:
     """Read a PNG/JPEG/TIFF with scikit-image; integers are scaled by their dtype's maximum."""
     from skimage import io as skio
 
-    p = _existing(path)
+    p = existing_file(path)
     try:
         arr = skio.imread(str(p))
     except Exception as err:  # noqa: BLE001 - any decoder failure is reported the same way
@@ -103,7 +151,7 @@ def load_npy(path, *, channels: int | None = None, normalize: bool = False) -> t
     [-1, 2], such as 8-bit 0–255 data, raises ``ValueError``); ``normalize=True`` maps the
     array's minimum and maximum to 0 and 1.
     """
-    p = _existing(path)
+    p = existing_file(path)
     try:
         arr = np.load(p, allow_pickle=False)
     except Exception as err:  # noqa: BLE001
@@ -126,7 +174,7 @@ def load_npy(path, *, channels: int | None = None, normalize: bool = False) -> t
 
 
 def load_dicom(path, *, window: tuple[float, float] | None = None,
-               channels: int | None = None) -> torch.Tensor:
+               channels: int | None = None, rule: str = "window") -> torch.Tensor:
     """Read one DICOM slice with pydicom, apply rescale slope/intercept, window to [0, 1].
 
     Parameters
@@ -135,6 +183,11 @@ def load_dicom(path, *, window: tuple[float, float] | None = None,
     window : (center, width), optional
         Intensity window in rescaled units (Hounsfield units for CT). Defaults to the file's
         first ``WindowCenter``/``WindowWidth`` when present, else the slice's min–max.
+        Only with ``rule="window"``.
+    rule : {"window", "hu"}
+        ``"window"`` (default): the window above. ``"hu"``: the shared CT rule
+        :func:`hu_to_unit` (``clip((HU + 1000) / 2000, 0, 1)``), for CT files only (Modality CT;
+        other modalities raise ``ValueError``).
 
     Returns
     -------
@@ -142,9 +195,13 @@ def load_dicom(path, *, window: tuple[float, float] | None = None,
         ``(1, H, W)`` float32 in [0, 1]: ``clip((v - (center - width/2)) / width, 0, 1)``
         with ``v = slope * stored + intercept``.
     """
+    if rule not in ("window", "hu"):
+        raise ValueError(f"rule must be 'window' or 'hu', got {rule!r}")
+    if rule == "hu" and window is not None:
+        raise ValueError("give either window=(center, width) or rule='hu' (a fixed window of -1000..1000 HU), not both")
     import pydicom
 
-    p = _existing(path)
+    p = existing_file(path)
     try:
         ds = pydicom.dcmread(str(p))
         arr = ds.pixel_array.astype(np.float64)
@@ -155,6 +212,12 @@ def load_dicom(path, *, window: tuple[float, float] | None = None,
     slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
     intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
     v = arr * slope + intercept
+    if rule == "hu":
+        modality = str(getattr(ds, "Modality", "") or "")
+        if modality.upper() != "CT":
+            raise ValueError(f"{str(p)!r}: rule='hu' (Hounsfield units) needs a CT file, but its Modality is "
+                             f"{modality or 'missing'!r}; load it with rule='window'")
+        return _to_tensor(hu_to_unit(v), channels, str(p))
     if window is None:
         center, width = getattr(ds, "WindowCenter", None), getattr(ds, "WindowWidth", None)
         if center is not None and width is not None:
@@ -255,8 +318,60 @@ def atomic_write(path, writer) -> str:
     os.close(fd)
     try:
         writer(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # the permissions of an ordinary new file, not mkstemp's 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def atomic_write_dir(folder, writer) -> str:
+    """Call ``writer(tmp)`` on a new temporary folder next to ``folder``, then rename it to ``folder``.
+
+    The folder appears whole or not at all: a failing ``writer`` leaves neither ``folder`` nor
+    the temporary folder behind. An existing empty ``folder`` is replaced; an existing file or
+    non-empty folder raises ``FileExistsError`` (nothing is overwritten).
+
+    Parameters
+    ----------
+    folder : str or Path
+        The folder to create.
+    writer : callable
+        ``writer(tmp)`` writes the folder's files into ``tmp`` (a ``str`` path that exists).
+
+    Returns
+    -------
+    str
+        ``folder``.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    folder = os.path.abspath(str(folder))
+    parent = os.path.dirname(folder)
+
+    def refuse_existing():
+        if os.path.isdir(folder) and os.listdir(folder):
+            raise FileExistsError(f"output folder {folder!r} exists and is not empty; give a new or empty folder")
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise FileExistsError(f"output folder {folder!r} exists as a file")
+
+    refuse_existing()
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"no such folder: {parent!r} (the parent of the output folder {folder!r})")
+    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(folder) + ".", suffix=".tmp", dir=parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should look like any new folder
+        writer(tmp)
+        refuse_existing()
+        os.replace(tmp, folder)  # POSIX rename: replaces an empty folder, fails on a non-empty one
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder

@@ -14,7 +14,7 @@ import torch
 
 from .splits import PHOTO_HELD_OUT, PHOTO_TRAIN, SPLIT_SEEDS
 
-__all__ = ["ImageSource", "Phantoms", "PhantomVolume", "PhotoCrops"]
+__all__ = ["ImageSource", "Phantoms", "PhantomVolume", "PhotoCrops", "RealImages", "RealVolume"]
 
 
 def _generator(split: str) -> torch.Generator:
@@ -90,3 +90,59 @@ class PhotoCrops(ImageSource):
 
     def __str__(self):
         return "photos"
+
+
+@dataclass(frozen=True)
+class RealImages(ImageSource):
+    """Real images of one corpus of :mod:`invdiff.data.corpora` (``"ct"``, ``"mri"``, ``"photo"``):
+    the validation split tunes, the test split reports; both are disjoint (by subject or source
+    file) from each other and from the training split."""
+
+    corpus: str = "ct"
+    channels: int = 1
+
+    def images(self, split, n, size):
+        from .corpora import corpus_images
+
+        if split not in SPLIT_SEEDS:
+            raise ValueError(f"split must be one of {sorted(SPLIT_SEEDS)}, got {split!r}")
+        return corpus_images(self.corpus, split, size, _check_n(n))
+
+    def __str__(self):
+        return f"real {self.corpus} ({self.corpus_description()})"
+
+    def corpus_description(self) -> str:
+        from .corpora import corpus
+
+        return "; ".join(f"{split}: {', '.join(s.subject for s in corpus(self.corpus, split))}"
+                         for split in ("validation", "test"))
+
+
+@dataclass(frozen=True)
+class RealVolume(ImageSource):
+    """One real brain volume per split, shipped in ``invdiff/data/real/`` (``mri-<split>-volume.npy``,
+    written by ``scripts/make_real_slices.py``): ``depth`` axial slices of ``size × size``."""
+
+    corpus: str = "mri"
+    depth: int = 64
+
+    def images(self, split, n, size):
+        import numpy as np
+
+        from .corpora import REAL_DIR
+
+        if split not in SPLIT_SEEDS:
+            raise ValueError(f"split must be one of {sorted(SPLIT_SEEDS)}, got {split!r}")
+        if _check_n(n) != 1:
+            raise ValueError(f"this is a volume problem: its batch is the {self.depth} slices of one volume, "
+                             f"so n must be 1, got {n}")
+        path = REAL_DIR / f"{self.corpus}-{split}-volume.npy"
+        if not path.is_file():
+            raise FileNotFoundError(f"the {split} volume is not shipped ({path}); run scripts/make_real_slices.py")
+        vol = torch.as_tensor(np.load(path).astype(np.float32) / 65535.0)
+        if tuple(vol.shape) != (self.depth, size, size):
+            raise ValueError(f"{path} holds a volume of shape {tuple(vol.shape)}, expected ({self.depth}, {size}, {size})")
+        return vol[:, None]
+
+    def __str__(self):
+        return f"real {self.corpus} volume"

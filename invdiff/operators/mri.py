@@ -99,6 +99,26 @@ def coil_sensitivities(n_coils: int, img_size, *, width: float = 0.7) -> torch.T
     return s.to(torch.complex64)
 
 
+def _check_coil_maps(coil_maps, h: int, w: int) -> torch.Tensor:
+    """Given coil sensitivities as a complex64 ``(N, H, W)`` tensor; ``TypeError`` unless complex,
+    ``ValueError`` for another shape or NaN/Inf entries."""
+    if isinstance(coil_maps, (str, bytes)) or coil_maps is None:
+        raise TypeError(f"coil_maps must be a complex tensor (N, H, W), got {type(coil_maps).__name__}")
+    try:
+        s = torch.as_tensor(coil_maps)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"coil_maps must be a complex tensor (N, H, W), got {type(coil_maps).__name__}") from None
+    if not s.is_complex():
+        raise TypeError(f"coil_maps must be complex (sensitivities have a phase), got dtype {s.dtype}")
+    if s.ndim == 2:
+        s = s[None]
+    if s.ndim != 3 or tuple(s.shape[-2:]) != (h, w) or s.shape[0] < 1:
+        raise ValueError(f"coil_maps must have shape (N, {h}, {w}) or ({h}, {w}), got {tuple(s.shape)}")
+    if not torch.isfinite(torch.view_as_real(s)).all():
+        raise ValueError("coil_maps contains NaN or Inf values")
+    return s.to(torch.complex64)
+
+
 class _RealInputMixin(ShapeChecked):
     real_input: bool = True
     complex_hint = ("complex images are passed as real and imaginary channels (B, 2, H, W) with "
@@ -149,7 +169,8 @@ class _MultiCoilMRI(_RealInputMixin, deepinv.physics.MultiCoilMRI):
 
 def mri_cartesian(img_size, acceleration: float = 4.0, center_fraction: float = 0.08, *,
                   mask: str | torch.Tensor = "random", coils: int = 1, real_input: bool = True,
-                  n_slices: int | None = None, generator: torch.Generator | None = None):
+                  n_slices: int | None = None, generator: torch.Generator | None = None,
+                  coil_maps: torch.Tensor | None = None):
     """Cartesian undersampled MRI, single- or multi-coil.
 
     Parameters
@@ -172,6 +193,13 @@ def mri_cartesian(img_size, acceleration: float = 4.0, center_fraction: float = 
         operator then only accepts batches of exactly ``n_slices``. Default: one shared mask.
     generator : torch.Generator, optional
         Source of randomness for the mask.
+    coil_maps : complex tensor ``(N, H, W)`` or ``(H, W)``, optional
+        Given coil sensitivities ``S_c`` (measured, or estimated from data as in
+        :func:`invdiff.measurements.mri_from_kspace`) instead of the synthetic ones of
+        :func:`coil_sensitivities`: the operator is multi-coil with ``N`` coils (``N = 1``
+        included: one coil with a non-uniform sensitivity or a phase map), ``y_c = M F (S_c x)``.
+        ``coils`` must then be 1 (its default) or ``N``. The maps are used as given (complex64);
+        ``‖A‖ <= 1`` holds when ``Σ_c |S_c|² <= 1`` everywhere.
     """
     c, h, w = img_size_3d(img_size)
     if not isinstance(real_input, bool):
@@ -180,6 +208,11 @@ def mri_cartesian(img_size, acceleration: float = 4.0, center_fraction: float = 
     if c != expected_c:
         raise ValueError(f"img_size must have {expected_c} channel(s) for real_input={real_input}, got {c}")
     coils = positive_int(coils, "coils")
+    if coil_maps is not None:
+        coil_maps = _check_coil_maps(coil_maps, h, w)
+        if coils not in (1, coil_maps.shape[0]):
+            raise ValueError(f"coils is {coils} but coil_maps holds {coil_maps.shape[0]} coil(s): leave coils at 1 "
+                             f"(the count is taken from coil_maps) or give {coil_maps.shape[0]}")
     if n_slices is not None:
         n_slices = positive_int(n_slices, "n_slices")
     check_generator(generator)
@@ -205,7 +238,9 @@ def mri_cartesian(img_size, acceleration: float = 4.0, center_fraction: float = 
                              f"measure nothing")
     batch = m.shape[0] if m.shape[0] > 1 else None
     dmask = m[:, None].expand(-1, 2, h, w).contiguous()  # deepinv: (B, 2, H, W)
-    if coils == 1:
+    if coil_maps is not None:
+        op = _MultiCoilMRI(mask=dmask, coil_maps=coil_maps, img_size=(2, h, w))
+    elif coils == 1:
         op = _MRI(mask=dmask, img_size=(2, h, w))
     else:
         op = _MultiCoilMRI(mask=dmask, coil_maps=coil_sensitivities(coils, (h, w)), img_size=(2, h, w))

@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from ..data.sources import ImageSource, Phantoms, PhantomVolume, PhotoCrops
+from ..data.sources import ImageSource, Phantoms, PhantomVolume, PhotoCrops, RealImages, RealVolume
 from ..data.splits import SPLIT_SEEDS  # noqa: F401  (re-exported: the split seeds)
 from ..problem import Problem
 
@@ -103,6 +103,21 @@ def _ops():
         "sr-4x": lambda: op.super_resolution((3, 64, 64), 4),
         "ct3d-sparse-8": lambda: op.volume_ct(64, 8),
         "mri3d-4x": lambda: op.volume_mri(32, 64, 4.0, generator=g(43)),
+        # real images at real sizes
+        "ct256-sparse-8": lambda: op.ct_sparse_view(256, 8),
+        "ct256-sparse-32": lambda: op.ct_sparse_view(256, 32),
+        "ct256-limited-90": lambda: op.ct_limited_angle(256, 90.0, 90),
+        "ct256-fan-32": lambda: op.ct_sparse_view(256, 32, geometry="fan"),
+        "ct512-sparse-32": lambda: op.ct_sparse_view(512, 32),
+        "mri256-4x": lambda: op.mri_cartesian(256, 4.0, generator=g(256 + 4)),
+        "mri256-8x": lambda: op.mri_cartesian(256, 8.0, generator=g(256 + 8)),
+        "mri256-8x-mc": lambda: op.mri_cartesian(256, 8.0, coils=8, generator=g(256 + 80)),
+        "photo256-deblur-gauss": lambda: op.gaussian_blur((3, 256, 256), 2.0),
+        "photo256-deblur-motion": lambda: op.motion_blur((3, 256, 256), 9.0, 30.0),
+        "photo256-inpaint-box": lambda: op.box_inpainting((3, 256, 256)),
+        "photo256-inpaint-random-70": lambda: op.random_inpainting((3, 256, 256), 0.7, generator=g(256 + 70)),
+        "photo256-sr-4x": lambda: op.super_resolution((3, 256, 256), 4),
+        "mri3d-real-4x": lambda: op.volume_mri(64, 128, 4.0, generator=g(128 + 4)),
     }
 
 
@@ -137,8 +152,40 @@ def _specs() -> dict:
         ("mri3d-4x", "3D Cartesian MRI, 4×, an independent mask per slice", 0.005, PhantomVolume("mri", 32),
          "phantom64"),
     ]
-    return {name: ProblemSpec(name, desc, ops[name], sigma_y, data, prior, presets=tuned.get(name, {}))
-            for name, desc, sigma_y, data, prior in rows}
+    real_ct, real_mri, real_photo = RealImages("ct"), RealImages("mri"), RealImages("photo", channels=3)
+    real = [  # (name, description, sigma_y, data, prior, size)
+        ("ct256-sparse-8", "real CT, parallel beam, 8 views over 180°", 0.005, real_ct, "phantom64", 256),
+        ("ct256-sparse-32", "real CT, parallel beam, 32 views over 180°", 0.005, real_ct, "phantom64", 256),
+        ("ct256-limited-90", "real CT, parallel beam, 90 views over 90° (limited angle)", 0.005, real_ct,
+         "phantom64", 256),
+        ("ct256-fan-32", "real CT, fan beam, 32 views over 360° (deepinv's default fan geometry)", 0.005, real_ct,
+         "phantom64", 256),
+        ("ct512-sparse-32", "real CT at the native DICOM size, parallel beam, 32 views", 0.005, real_ct,
+         "phantom64", 512),
+        ("mri256-4x", "real brain MRI, Cartesian 4× random lines, 8 % centre, single coil", 0.005, real_mri,
+         "phantom64", 256),
+        ("mri256-8x", "real brain MRI, Cartesian 8× random lines, 8 % centre, single coil", 0.005, real_mri,
+         "phantom64", 256),
+        ("mri256-8x-mc", "real brain MRI, Cartesian 8×, 8 coils (invdiff's synthetic smooth coil maps, "
+         "Σ|S|² = 1)", 0.005, real_mri, "phantom64", 256),
+        ("photo256-deblur-gauss", "real photographs, Gaussian blur σ = 2 px (circular)", 0.02, real_photo, "photo64",
+         256),
+        ("photo256-deblur-motion", "real photographs, motion blur 9 px at 30° (circular)", 0.02, real_photo,
+         "photo64", 256),
+        ("photo256-inpaint-box", "real photographs, centred 128×128 box missing", 0.01, real_photo, "photo64", 256),
+        ("photo256-inpaint-random-70", "real photographs, 70 % of pixels missing at random", 0.01, real_photo,
+         "photo64", 256),
+        ("photo256-sr-4x", "real photographs, 4× super-resolution, bicubic anti-aliasing", 0.01, real_photo,
+         "photo64", 256),
+        ("mri3d-real-4x", "real brain MRI volume (64 axial slices of 128², Colin27 for test), 4×, a mask per "
+         "slice", 0.005, RealVolume("mri", 64), "phantom64", 128),
+    ]
+    specs = {name: ProblemSpec(name, desc, ops[name], sigma_y, data, prior, presets=tuned.get(name, {}))
+             for name, desc, sigma_y, data, prior in rows}
+    specs.update({name: ProblemSpec(name, desc, ops[name], sigma_y, data, prior, size=size,
+                                    presets=tuned.get(name, {}))
+                  for name, desc, sigma_y, data, prior, size in real})
+    return specs
 
 
 PROBLEMS: dict[str, ProblemSpec] = _specs()
