@@ -46,8 +46,10 @@ def _settings(payload: dict, name: str) -> tuple[int, int]:
 
 
 def _write(payload: dict, md_path: str) -> None:
-    with open(OUT_JSON, "w") as f:
-        json.dump(payload, f, indent=1)
+    from invdiff.data.io import atomic_write
+
+    # atomic: a benchmark running meanwhile reads the presets of other problems from this file
+    atomic_write(OUT_JSON, lambda tmp: open(tmp, "w").write(json.dumps(payload, indent=1)))
     lines = ["# Solver presets tuned on the validation split", "",
              f"{payload['images']} validation images per problem, {payload['steps']} steps, mean PSNR, unless the "
              "problem's row says otherwise (column *settings*). Commands (each adds or replaces the problems it "

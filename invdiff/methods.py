@@ -172,6 +172,13 @@ class ClassicalMethod(Method):
     fn: object = None
     uses_prior: bool = False
     sigma_y2_grid: bool = False  # grid values are multiples of sigma_y² (regularisation weights)
+    requires: object = None  # optional physics -> True | reason (a module-level function: methods are pickled)
+
+    def applicable(self, physics) -> bool | str:
+        ok = super().applicable(physics)
+        if ok is True and self.requires is not None:
+            ok = self.requires(physics)
+        return ok
 
     def grid_points(self, problem) -> list[dict]:
         points = super().grid_points(problem)
@@ -198,6 +205,34 @@ def _pinv(problem):
     return pinv(problem)
 
 
+def _wavelet(problem, lam=None, iters: int = 200):
+    from .solvers.wavelet import wavelet_l1
+
+    return wavelet_l1(problem, lam, iters=iters)
+
+
+def _wavelet_requires(physics) -> bool | str:
+    """wavelet_l1's default 3 scales need image sides divisible by 8."""
+    shape = getattr(physics, "img_shape", None)
+    if shape is not None and (shape[-2] % 8 or shape[-1] % 8):
+        return f"needs image sides divisible by 8 (3 wavelet scales), got {tuple(shape[-2:])}"
+    return True
+
+
+def _bm3d(problem, **params):
+    from .solvers.bm3d import bm3d_restore
+
+    return bm3d_restore(problem, **params)
+
+
+def _bm3d_requires(physics) -> bool | str:
+    """BM3D denoises grey or RGB images of at least 16×16 pixels."""
+    from .solvers.bm3d import bm3d_applicable
+
+    shape = getattr(physics, "img_shape", None)
+    return True if shape is None else bm3d_applicable(shape)
+
+
 _OTHERS = (
     DeepinvMethod("deepinv-dps", "deepinv.sampling.DPS on the same prior", sampler="DPS",
                   grid={"weight": [30.0, 100.0, 300.0, 1000.0, 3000.0]}),
@@ -207,6 +242,11 @@ _OTHERS = (
     ClassicalMethod("pinv", "A†y (FBP for CT, zero-filled for MRI)", fn=_pinv),
     ClassicalMethod("tv", "total variation (PDHG), weight tuned on the validation split", fn=_tv,
                     grid={"lam": [0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0]}, sigma_y2_grid=True),
+    ClassicalMethod("wavelet", "wavelet-ℓ1 (FISTA), weight tuned on the validation split", fn=_wavelet,
+                    grid={"lam": [1.0, 3.0, 10.0, 30.0, 100.0, 300.0]}, sigma_y2_grid=True,
+                    requires=_wavelet_requires),
+    ClassicalMethod("bm3d", "BM3D restoration (plug-and-play HQS), tuned on the validation split", fn=_bm3d,
+                    grid={"rho": [0.1, 0.15, 0.25, 0.4, 0.6]}, requires=_bm3d_requires),
 )
 
 

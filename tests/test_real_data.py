@@ -80,3 +80,17 @@ def test_bad_requests():
         corpus_images("ct", "test", 512, 4)
     with pytest.raises(ValueError, match="n must be"):
         corpus_images("ct", "test", 256, 0)
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=[f"{s.corpus}-{s.split}-{s.subject}" for s in SOURCES])
+def test_every_source_is_where_its_package_installs_it(src):
+    """Sources from the package's own dependencies must load; optional ones (train-data extra,
+    Debian packages) load where installed and otherwise name their install command."""
+    required = src.package in ("pydicom", "pydicom-data", "scikit-image", "PyWavelets")
+    try:
+        imgs = corpora.load_source(src)
+    except FileNotFoundError as err:
+        assert not required, err
+        assert "install" in str(err)
+        pytest.skip(f"{src.package} not installed here")
+    assert imgs.ndim in (3, 4) and 0 <= imgs.min() and imgs.max() <= 1 and imgs.std() > 0.02

@@ -69,7 +69,7 @@ _DEBIAN = {"mricron-data": Path("/usr/share/mricron/templates"),
 class Source:
     """One real image or volume: where it comes from and which split it belongs to.
 
-    ``package`` is a pip distribution (``pydicom``, ``pydicom-data``, ``scikit-image``,
+    ``package`` is a pip distribution (``pydicom``, ``pydicom-data``, ``scikit-image``, ``PyWavelets``,
     ``nilearn``, ``sporco``), a Debian package (``mricron-data``, ``insighttoolkit5-examples``)
     or ``invdiff`` (shipped in :data:`REAL_DIR`). ``file`` is the path inside it (for
     scikit-image, the name of its ``skimage.data`` function).
@@ -103,8 +103,8 @@ SOURCES: tuple[Source, ...] = (
            "shoulder MR slice, 1024²", "1.0.0"),
     Source("mri", "train", "021234567", "pydicom-data", "data/MR-SIEMENS-DICOM-WithOverlays.dcm",
            "MIT (pydicom-data)", "abdominal MR slice, 484²", "1.0.0"),
-    Source("mri", "train", "emri-head", "pydicom", "data/test_files/emri_small.dcm", "MIT (pydicom)",
-           "head MR, 10 frames of 64²", "3.0.2"),
+    Source("mri", "train", "emri-head", "pydicom-data", "data/emri_small.dcm", "MIT (pydicom-data)",
+           "head MR, 10 frames of 64²", "1.0.0"),
     Source("mri", "validation", "MNI152-2009a", "nilearn",
            "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
            "MNI ICBM 2009a template license (free use with copyright notice, as shipped by nilearn)",
@@ -119,6 +119,8 @@ SOURCES: tuple[Source, ...] = (
         "moon", "brick", "grass", "gravel", "coins", "clock", "cell", "page", "text")),
     *(Source("photo", "train", name, "sporco", f"data/{name}.png", "BSD-3-clause (sporco) / image owners",
              "sporco sample photograph", "0.2.2") for name in ("barbara", "kodim23", "monarch", "sail", "tulips")),
+    *(Source("photo", "train", name, "PyWavelets", name, "MIT (PyWavelets) / image owners",
+             "PyWavelets sample photograph (grey, 512²)", "1.9.0") for name in ("aero", "ascent")),
     Source("photo", "validation", "stereo_motorcycle", "scikit-image", "stereo_motorcycle",
            "CC0 (Middlebury stereo data set, as shipped by scikit-image)", "left view of a stereo pair, 500×741",
            "0.26"),
@@ -146,8 +148,8 @@ def is_held_out(path) -> bool:
 
 def source_path(src: Source) -> Path:
     """Where ``src`` is installed; ``FileNotFoundError`` naming the package and its install command."""
-    if src.package == "scikit-image":
-        raise ValueError(f"{src.file!r} is read through skimage.data, not from a path")
+    if src.package in ("scikit-image", "PyWavelets"):
+        raise ValueError(f"{src.file!r} is read through skimage.data / pywt.data, not from a path")
     if src.package in _DEBIAN:
         path = _DEBIAN[src.package] / src.file
     else:
@@ -187,10 +189,11 @@ def _dicom_frames(path: Path) -> tuple[np.ndarray, str]:
 def load_source(src: Source) -> np.ndarray:
     """The images of ``src`` in [0, 1]: ``(N, H, W)`` grey (CT and MRI: slices or frames; MRI volumes
     give their axial slices) or ``(N, H, W, 3)`` RGB photographs."""
-    if src.package == "scikit-image":
-        import skimage.data
+    if src.package in ("scikit-image", "PyWavelets"):
+        import importlib
 
-        img = getattr(skimage.data, src.file)()
+        img = getattr(importlib.import_module("skimage.data" if src.package == "scikit-image" else "pywt.data"),
+                      src.file)()
         img = img[0] if isinstance(img, tuple) else img
         img = np.asarray(img, dtype=np.float64) / 255.0
         return img[None] if img.ndim == 2 else img[None]
@@ -309,6 +312,8 @@ def corpus_images(name: str, split: str, size: int, n: int) -> torch.Tensor:
             pool += [_fit(p, size) for p in picks]
         else:
             for img in imgs:
+                if name == "photo" and img.ndim == 2:  # a grey photograph in the RGB corpus: three equal channels
+                    img = np.repeat(img[..., None], 3, axis=-1)
                 try:
                     k = 1 if min(img.shape[:2]) == size else math.ceil(n / max(len(sources), 1))
                     pool += _windows(img, size, k)

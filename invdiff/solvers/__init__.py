@@ -5,6 +5,8 @@ contract tests iterate it. ``BASELINES`` holds the classical reconstructions.
 """
 
 from .baselines import BASELINES, cgls, fbp, pinv, tikhonov, tune_weight, tv, wiener, zero_filled
+from .bm3d import bm3d_denoise, bm3d_restore
+from .wavelet import wavelet_l1
 from .base import Solver, State
 from .daps import DAPS
 from .ddim import DDIM, Euler
@@ -34,4 +36,4 @@ SOLVERS = {
 }
 
 __all__ = ["SOLVERS", "Solver", "State", "DPS", "REDDiff", "SMC", "DiffPIR", "PiGDM", "DDRM", "DAPS", "MBIR", "DDIM", "Euler", "Heun", "DPMSolverPP2M", "BASELINES", "fbp", "pinv", "zero_filled",
-           "cgls", "tikhonov", "wiener", "tv", "tune_weight"]
+           "cgls", "tikhonov", "wiener", "tv", "wavelet_l1", "bm3d_restore", "bm3d_denoise", "tune_weight"]

@@ -10,6 +10,10 @@ All take a :class:`~invdiff.problem.Problem` (operator ``A``, measurement ``y``,
 ``tikhonov``            ``min ‖A x − y‖² + λ ‖L x‖²`` with ``L = I`` or ``L = ∇`` (CG), closed-form
                         Fourier solution for circulant operators (``wiener``)
 ``tv``                  ``min ½‖A x − y‖² + λ TV(x)`` s.t. ``x ∈ [0, 1]`` (isotropic TV), by PDHG
+``wavelet_l1``          ``min ½‖A x − y‖² + λ ‖W_d x‖₁`` s.t. ``x ∈ [0, 1]`` (orthonormal wavelets), by
+                        FISTA (:mod:`invdiff.solvers.wavelet`)
+``bm3d_restore``        plug-and-play BM3D by half-quadratic splitting, grey or RGB images
+                        (:mod:`invdiff.solvers.bm3d`)
 =====================  ==========================================================================
 
 Regularisation weight rules (defaults; benchmark problems tune them on a validation split)
@@ -20,6 +24,8 @@ The weights follow the MAP reading of each regulariser with the measurement nois
 * Tikhonov/Wiener, ``L = ∇``: Gaussian gradients of std ``s_g = 0.1``, ``λ = σ_y² / s_g²``.
 * TV: Laplace-distributed gradient magnitudes of scale ``b = 0.05``, ``λ = σ_y² / b``
   (for the ½-scaled data term).
+* Wavelet-ℓ1: Laplace-distributed detail coefficients of scale ``b = 0.1``, ``λ = σ_y² / b``
+  (:func:`invdiff.solvers.wavelet.wavelet_weight`).
 
 A floor of ``σ_y = 1e-3`` keeps noiseless problems regularised.
 """
@@ -33,15 +39,15 @@ from ..operators.difference import FiniteDifference
 from ..problem import Problem
 from ..linalg import cg
 
-__all__ = ["fbp", "pinv", "zero_filled", "cgls", "tikhonov", "wiener", "tv", "BASELINES",
-           "default_weight", "tune_weight"]
+__all__ = ["fbp", "pinv", "zero_filled", "cgls", "tikhonov", "wiener", "tv", "wavelet_l1", "bm3d_restore",
+           "BASELINES", "default_weight", "tune_weight"]
 
-_SIGMA_FLOOR = 1e-3
+SIGMA_FLOOR = 1e-3
 
 
 def default_weight(method: str, sigma_y: float) -> float:
     """The default regularisation weight of ``method`` for noise level ``sigma_y`` (see module doc)."""
-    s2 = max(float(sigma_y), _SIGMA_FLOOR) ** 2
+    s2 = max(float(sigma_y), SIGMA_FLOOR) ** 2
     rules = {"tikhonov": s2 / 0.3**2, "tikhonov_gradient": s2 / 0.1**2, "wiener": s2 / 0.1**2,
              "tv": s2 / 0.05}
     if method not in rules:
@@ -220,3 +226,9 @@ def tune_weight(method, problems, metric, grid) -> tuple[float, list[float]]:
 
 BASELINES = {"fbp": fbp, "pinv": pinv, "zero_filled": zero_filled, "cgls": cgls, "tikhonov": tikhonov,
              "wiener": wiener, "tv": tv}
+
+# The strongest classical baselines, one per file (they import this module's helpers, hence last).
+from .bm3d import bm3d_restore  # noqa: E402
+from .wavelet import wavelet_l1  # noqa: E402
+
+BASELINES.update({"wavelet": wavelet_l1, "bm3d": bm3d_restore})
