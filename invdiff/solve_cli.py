@@ -96,6 +96,13 @@ def _check_volume_flags(*, nifti, dicom_series, image, dicom, measurement, index
                              f"problem's test image, measured with the operator of --problem")
 
 
+def _check_not_smaller(x: torch.Tensor, size: int, source: str) -> None:
+    """Refuse images or slices smaller than the problem: upsampling would invent detail."""
+    if min(x.shape[-2:]) < size:
+        raise ValueError(f"{source!r} is {x.shape[-2]}×{x.shape[-1]} px, smaller than the problem's {size}×{size}; "
+                         f"upsampling would invent detail: give images of at least {size} px on each side")
+
+
 def _load_user_volume(spec, nifti: str | None, dicom_series: str | None, out_dir: str):
     """``--nifti FILE`` / ``--dicom-series DIR``: the user's volume, every slice centre-cropped and
     resized to the problem's size, as ``(D, C, size, size)`` with its (resize-adjusted) info."""
@@ -110,10 +117,7 @@ def _load_user_volume(spec, nifti: str | None, dicom_series: str | None, out_dir
         x, info = load_dicom_series(dicom_series, rule="auto", channels=spec.channels)
     else:
         x, info = load_nifti(nifti, rule="minmax", channels=spec.channels)
-    if min(x.shape[-2:]) < spec.size:
-        raise ValueError(f"{source!r} has slices of {x.shape[-2]}×{x.shape[-1]} px, smaller than the problem's "
-                         f"{spec.size}×{spec.size}; upsampling would invent detail: give slices of at least "
-                         f"{spec.size} px on each side")
+    _check_not_smaller(x, spec.size, source)
     x, info = resize_volume(x, spec.size, info)
     if spec.is_volume:  # some volume operators carry per-slice parameters for a fixed number of slices
         try:
@@ -240,10 +244,7 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
         elif image or dicom:
             path = image or dicom
             x = (load_dicom(path, channels=spec.channels) if dicom else load_file(path, channels=spec.channels))
-            if min(x.shape[-2:]) < spec.size:
-                raise ValueError(f"{path!r} is {x.shape[-2]}×{x.shape[-1]} px, smaller than the problem's "
-                                 f"{spec.size}×{spec.size}; upsampling would invent detail: give an image of at "
-                                 f"least {spec.size} px on each side")
+            _check_not_smaller(x, spec.size, path)
             x = resize(x, spec.size)[None].clamp(0, 1)
         else:
             if spec.is_volume and index != 0:

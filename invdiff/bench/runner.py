@@ -22,14 +22,15 @@ from .report import cell_key, save_figure, write_markdown
 __all__ = ["run_bench", "not_applicable", "run_cell"]
 
 
-def not_applicable(method, spec) -> str | None:
-    """Why ``method`` cannot run on problem ``spec`` in the benchmark (``None`` when it can)."""
+def not_applicable(method, spec, physics=None) -> str | None:
+    """Why ``method`` cannot run on problem ``spec`` in the benchmark (``None`` when it can);
+    ``physics`` is the problem's operator when the caller has built it already."""
     m = get_method(method)
     if spec.is_volume:
         return "volume problem (use benchmarks/mbir.py)"
     if m.volumes:
         return "couples the slices of a volume (volume problems only)"
-    ok = m.applicable(spec.operator())
+    ok = m.applicable(spec.operator() if physics is None else physics)
     return None if ok is True else ok
 
 
@@ -108,11 +109,12 @@ def run_bench(problems, methods=None, *, n_images: int = 8, seed: int = 0, steps
     data = _load_results(path, config)
     todo = []
     for spec in specs:
+        physics = None if spec.is_volume else spec.operator()  # built once per problem
         for m in chosen:
             key = cell_key(spec.name, m.name)
             if key in data["cells"]:
                 continue
-            reason = not_applicable(m, spec)
+            reason = not_applicable(m, spec, physics)
             if reason:
                 data["cells"][key] = {"problem": spec.name, "method": m.name, "family": m.family,
                                       "not_applicable": reason}

@@ -35,16 +35,15 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, is_dataclass
 from typing import NamedTuple
 
 import torch
 
-from ..operators.spectral import has_svd, real_part, require_svd  # noqa: F401  (re-exported for solvers)
 from .kernel import ancestral_sigmas, ancestral_step, noise_like
 
 __all__ = ["Solver", "State", "StepInfo", "Final", "noise_like", "ancestral_sigmas", "ancestral_step",
-           "has_svd", "require_svd", "real_part"]
+           "check_hyperparameters"]
 
 StepInfo = dict
 
@@ -139,7 +138,7 @@ class Solver:
 
     def params(self) -> dict:
         """The hyperparameters of this configuration, by field name."""
-        return {f.name: getattr(self, f.name) for f in fields(self)} if hasattr(self, "__dataclass_fields__") else {}
+        return {f.name: getattr(self, f.name) for f in fields(self)} if is_dataclass(self) else {}
 
     def default_sigmas(self, prior, steps: int) -> torch.Tensor:
         """Noise levels (``steps + 1`` values ending in 0) when ``solve`` is given none: the

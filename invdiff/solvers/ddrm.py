@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..operators.spectral import singular_values
-from .base import noise_like, real_part, Solver, State
+from ..operators.spectral import real_part, singular_values
+from .base import noise_like, Solver, State
 
 
 @dataclass

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import ancestral_sigmas, ancestral_step, real_part, Solver, State
-from ..operators.spectral import singular_values
+from ..operators.spectral import real_part, singular_values
+from .base import ancestral_sigmas, ancestral_step, Solver, State
 
 __all__ = ["PiGDM"]
 
