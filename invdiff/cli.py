@@ -105,7 +105,9 @@ def _add_solve(sub):
     p.add_argument("--problem", help="named problem (see `invdiff problems`)")
     p.add_argument("--solver", default="diffpir", help="solver name (see `invdiff solvers`); default diffpir")
     p.add_argument("--steps", type=int, default=100, help="diffusion steps")
-    p.add_argument("--samples", type=int, default=1, help="posterior samples (> 1 adds a std map)")
+    p.add_argument("--samples", type=int, default=1,
+                   help="posterior samples (> 1 adds a std map and 95 %% interval bounds, calibrated where the "
+                        "problem has a calibration for this solver and number of samples)")
     p.add_argument("--seed", type=int, default=0, help="seed of the measurement noise and the sampler")
     p.add_argument("--index", type=int, default=0, help="which test image of the problem")
     p.add_argument("--image", help="your image (PNG/JPEG/TIFF/npy) instead of the problem's test image")
@@ -150,6 +152,15 @@ def _cmd_solve(args, argv):
     for key in ("nifti", "dicom_series"):
         if key in out:
             print(f"wrote {out[key]}")
+    if "interval95" in out:
+        how = (f"calibrated on the problem's validation split (the raw map ×{out['calibration_scale']:.2f})"
+               if out["calibrated"] else
+               "NOT calibrated: Gaussian rule (no calibration stored for this problem, solver and --samples)")
+        print(f"wrote {out['std']} and {out['interval95']}: 95 % interval {how}")
+        if "std_calibrated" in out:
+            print(f"wrote {out['std_calibrated']}")
+        if "coverage95" in out:
+            print(f"the 95 % interval holds the truth at {100 * out['coverage95']:.1f} % of the pixels")
 
 
 def _add_bench(sub):

@@ -18,6 +18,7 @@ import torch
 from ..data.io import atomic_write
 from ..methods import Method, default_methods, get_method
 from .report import cell_key, save_figure, write_markdown
+from .uncertainty import coverage_record
 
 __all__ = ["run_bench", "not_applicable", "run_cell"]
 
@@ -51,13 +52,21 @@ def run_cell(problem: str, method: Method, n_images: int, seed: int, steps: int,
     rec_dir = Path(out_dir) / "reconstructions" / problem
     rec_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(rec_dir / f"{method.name}.npy", lambda tmp: np.save(tmp, x[0].numpy()))
-    if res.std is not None:  # posterior standard deviation of the first image (methods with samples)
-        atomic_write(rec_dir / f"{method.name}.std.npy", lambda tmp: np.save(tmp, res.std[0].numpy()))
+    uq = {}
+    if res.std is not None:  # methods with samples: coverage of the std map, calibrated where the problem can
+        calibration = spec.calibration(method.name)
+        if calibration is not None and calibration.steps not in (None, steps):
+            calibration = None  # fitted at another number of steps: its factors do not apply
+        if calibration is not None:
+            res = res.calibrated(calibration)
+        uq = {"coverage": coverage_record(res, pb.x_true, spec.support(pb.x_true), calibration)}
+        std = res.calibrated_std if calibration is not None else res.std  # the map the figure shows
+        atomic_write(rec_dir / f"{method.name}.std.npy", lambda tmp: np.save(tmp, std[0].numpy()))
     atomic_write(rec_dir / "truth.npy", lambda tmp: np.save(tmp, pb.x_true[0].numpy()))
     return {"problem": problem, "method": method.name, "family": method.family,
             "psnr": psnr(x, pb.x_true).tolist(), "ssim": ssim(x, pb.x_true).tolist(),
             "nfe": res.nfe, "vjp": res.vjp, "seconds_per_image": res.seconds / n_images,
-            "peak_memory_mb": res.peak_memory_mb, "params": res.params}
+            "peak_memory_mb": res.peak_memory_mb, "params": res.params, **uq}
 
 
 def _load_results(path: Path, config: dict) -> dict:
@@ -153,5 +162,6 @@ def run_bench(problems, methods=None, *, n_images: int = 8, seed: int = 0, steps
     everything = [m for m in defaults if m in present] + [m for m in present if m not in defaults]
     write_markdown(data, out_dir / "results.md", problems=names, methods=everything)
     for name in names:
-        save_figure(out_dir, name, [m for m in everything if "psnr" in data["cells"].get(cell_key(name, m), {})])
+        save_figure(out_dir, name, [m for m in everything if "psnr" in data["cells"].get(cell_key(name, m), {})],
+                    data=data)
     return data
