@@ -1,6 +1,7 @@
 """Uncertainty maps: coverage metrics, split-conformal calibration, intervals, and their use in solve/bench/CLI."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -245,6 +246,7 @@ def test_named_problems_read_stored_calibrations():
     for spec in PROBLEMS.values():
         for method in spec.calibrations:
             cal = spec.calibration(method)
-            assert cal.num_samples == int(method.rpartition(":")[2])
+            # "solver:S" (S samples), or SMC's "smc(K=S)" (one run of S particles)
+            assert cal.num_samples == int(re.search(r"(\d+)\)?$", method).group(1))
             assert "validation" in cal.source
         assert spec.calibration("no-such-method:3") is None
