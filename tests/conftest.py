@@ -74,3 +74,16 @@ def blur_subsample():
         return (M,) + gaussian_image(dense_operator((1, n, n), M), sigma_y=sigma_y, seed=3)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """``() -> int``: a TCP port free on this machine now (for the process groups tests launch)."""
+    import socket
+
+    def pick() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    return pick

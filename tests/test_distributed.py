@@ -10,7 +10,6 @@ differ). Torchrun runs in a subprocess importing this checkout.
 import copy
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -45,11 +44,6 @@ def _same_cells(a: dict, b: dict) -> bool:
 def _shard_files(out: Path) -> list[str]:
     return sorted(p.name for p in out.glob("results.*-of-*.json"))
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -260,10 +254,10 @@ def test_the_launch_environment_is_read_and_checked():
 
 
 @pytest.mark.parametrize("rank, cause", [("0", "1/2 clients joined"), ("1", "timed out")])
-def test_a_group_that_cannot_form_names_the_rank_and_the_cause(rank, cause, monkeypatch):
+def test_a_group_that_cannot_form_names_the_rank_and_the_cause(rank, cause, monkeypatch, free_port):
     """Rank 0 whose peer never comes; rank 1 whose rank 0 is not there: one line each, after the timeout."""
     for name, value in {**GOOD, "RANK": rank, "LOCAL_RANK": rank, "MASTER_ADDR": "127.0.0.1",
-                        "MASTER_PORT": str(_free_port())}.items():
+                        "MASTER_PORT": str(free_port())}.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(distributed.DistributedError) as info:
         distributed.init(connect_timeout=1.0)

@@ -14,7 +14,6 @@ its 256 particles must sample the exact posterior as well as one process does.
 """
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -113,19 +112,14 @@ def _worker(out: Path) -> None:
         torch.save(found, out / f"rank{distributed.rank()}.pt")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory):
+def two_ranks(tmp_path_factory, free_port):
     """What each of the 2 ranks returned (a torchrun-like launch: RANK, WORLD_SIZE, MASTER_* set)."""
     if not (dist.is_available() and dist.is_gloo_available()):
         pytest.skip("this torch build has no torch.distributed with the gloo backend")
     out = tmp_path_factory.mktemp("ranks")
-    port = str(_free_port())
+    port = str(free_port())
     procs = []
     for r in (0, 1):
         env = {**os.environ, "RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r), "MASTER_ADDR": "127.0.0.1",
