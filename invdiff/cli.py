@@ -105,7 +105,9 @@ def _add_solve(sub):
     p.add_argument("--problem", help="named problem (see `invdiff problems`)")
     p.add_argument("--solver", default="diffpir", help="solver name (see `invdiff solvers`); default diffpir")
     p.add_argument("--steps", type=int, default=100, help="diffusion steps")
-    p.add_argument("--samples", type=int, default=1, help="posterior samples (> 1 adds a std map)")
+    p.add_argument("--samples", type=int, default=1,
+                   help="posterior samples (> 1 adds a std map and 95 %% interval bounds, calibrated where the "
+                        "problem has a calibration for this solver and number of samples)")
     p.add_argument("--seed", type=int, default=0, help="seed of the measurement noise and the sampler")
     p.add_argument("--index", type=int, default=0, help="which test image of the problem")
     p.add_argument("--image", help="your image (PNG/JPEG/TIFF/npy) instead of the problem's test image")
@@ -150,6 +152,15 @@ def _cmd_solve(args, argv):
     for key in ("nifti", "dicom_series"):
         if key in out:
             print(f"wrote {out[key]}")
+    if "interval95" in out:
+        how = (f"calibrated on the problem's validation split (the raw map ×{out['calibration_scale']:.2f})"
+               if out["calibrated"] else
+               "NOT calibrated: Gaussian rule (no calibration stored for this problem, solver and --samples)")
+        print(f"wrote {out['std']} and {out['interval95']}: 95 % interval {how}")
+        if "std_calibrated" in out:
+            print(f"wrote {out['std_calibrated']}")
+        if "coverage95" in out:
+            print(f"the 95 % interval holds the truth at {100 * out['coverage95']:.1f} % of the pixels")
 
 
 def _add_bench(sub):
@@ -172,20 +183,61 @@ def _add_bench(sub):
     p.add_argument("--jobs", type=int, default=1, help="cells run in parallel, each in its own process")
     p.add_argument("--threads", type=int, default=1, help="torch threads per cell")
     p.add_argument("--out", required=True, help="output directory (created; an existing results.json is resumed)")
+    p.add_argument("--shard", metavar="K/N", default=None,
+                   help="run only shard K of N (0 <= K < N) of the cells, as one task of a job array: writes "
+                        "OUT/results.shard-K-of-N.json only; when every shard has finished, `invdiff bench-merge "
+                        "--out OUT` makes results.json, results.md and the figures. (Under torchrun the cells "
+                        "are spread over the ranks without this option.)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_cmd_bench)
+    p = sub.add_parser(
+        "bench-merge", help="merge the shard files of `invdiff bench --shard K/N` into results.json",
+        description="Fold every shard file in --out (results.shard-K-of-N.json from `invdiff bench --shard K/N`, "
+                    "results.rank-K-of-N.json left by a torchrun job that did not finish) into results.json, "
+                    "remove them, and write results.md and figures/<problem>.png. Shards made with different "
+                    "settings (--n-images, --seed, --steps) are refused.")
+    p.add_argument("--out", required=True, help="the benchmark folder the shards wrote into")
+    p.set_defaults(func=_cmd_bench_merge)
 
 
 def _cmd_bench(args, argv):
-    from .bench import run_bench
+    from . import distributed
+    from .bench import parse_shard, run_bench
     from .problems import PROBLEMS
 
+    shard = None if args.shard is None else parse_shard(args.shard)
     problems = args.problems or [n for n, p in PROBLEMS.items() if not p.is_volume]
-    data = run_bench(problems, args.solvers, n_images=args.n_images, seed=args.seed, steps=args.steps,
-                     out=args.out, jobs=args.jobs, threads=args.threads, progress=not args.no_progress,
-                     command="invdiff " + " ".join(argv))
+    try:
+        with distributed.process_group():  # forms the group under torchrun; nothing for a plain process
+            data = run_bench(problems, args.solvers, n_images=args.n_images, seed=args.seed, steps=args.steps,
+                             out=args.out, jobs=args.jobs, threads=args.threads, progress=not args.no_progress,
+                             command="invdiff " + " ".join(argv), shard=shard)
+            if distributed.rank() != 0:  # rank 0 reports for the job
+                return
+    except distributed.PeerError:
+        # rank 0 stopped the run, reports why and exits with the error's code; this rank ends quietly
+        # with 0, so that torchrun names rank 0 as the root cause of the failed job
+        return
+    except distributed.DistributedError as err:
+        raise CLIError(str(err)) from None
+    done = sum("psnr" in c for c in data["cells"].values())
+    if shard is not None:
+        k, n = shard
+        print(f"shard {k}/{n}: {done} cells in {args.out}/results.shard-{k}-of-{n}.json; "
+              f"when every shard has finished: invdiff bench-merge --out {args.out}")
+        return
+    print(f"{done} cells in {args.out}/results.json; tables in {args.out}/results.md, figures in {args.out}/figures/")
+
+
+def _cmd_bench_merge(args, argv):
+    from .bench import merge_shards
+
+    data, missing = merge_shards(args.out)
     done = sum("psnr" in c for c in data["cells"].values())
     print(f"{done} cells in {args.out}/results.json; tables in {args.out}/results.md, figures in {args.out}/figures/")
+    if missing:
+        print(f"{len(missing)} requested cell(s) not finished yet (run their shards, then merge again): "
+              + ", ".join(missing))
 
 
 def _table(rows: list[tuple[str, str]]) -> str:

@@ -3,7 +3,8 @@
 The one CG routine of the package (baselines, DiffPIR's data step, MBIR's ADMM x-update, the
 real-input MRI proximal step), in a neutral module that operators and solvers both use.
 Batch elements are independent systems: step sizes are computed per element, and an element
-stops updating once its residual falls below ``tol · ‖b‖``.
+stops updating once its residual falls below ``tol · ‖b‖``. The inner product can be replaced
+(``dot``), e.g. by one summed over processes when the unknown is split between them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def _dot(a: torch.Tensor, b: torch.Tensor, batched: bool = True) -> torch.Tensor
 
 
 def cg(apply_M: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, x0: torch.Tensor | None = None,
-       *, max_iter: int = 50, tol: float = 1e-6, batched: bool = True) -> torch.Tensor:
+       *, max_iter: int = 50, tol: float = 1e-6, batched: bool = True,
+       dot: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Solve ``M x = b`` by conjugate gradients (Hestenes & Stiefel 1952), batch-wise.
 
     Parameters
@@ -44,31 +46,42 @@ def cg(apply_M: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, x0: tor
         True: the batch elements are independent systems (each with its own step sizes and
         stopping). False: ``M`` couples the batch (e.g. differences across the slices of a
         volume) and the whole tensor is one unknown.
+    dot : callable, optional
+        ``(a, b) -> ⟨a, b⟩``, the inner product that defines the iteration (the step sizes
+        ``α = ⟨r, r⟩ / ⟨p, M p⟩``, ``β = ⟨r', r'⟩ / ⟨r, r⟩`` and the stopping test), returned as
+        a tensor that broadcasts against ``b``; it replaces the built-in one (per batch element,
+        or of the whole tensors when ``batched`` is False), and ``batched`` is then ignored. A
+        tensor that holds one block of a larger unknown (slices split over processes) passes the
+        inner product of the whole unknown, ``Σ_blocks Σ_i a_i b_i``: every block then takes the
+        same steps and stops together, and the iterates equal those of one process on the whole.
 
     Returns
     -------
     torch.Tensor
         The approximate solution, shaped like ``b``.
     """
+    def inner(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return _dot(u, v, batched) if dot is None else dot(u, v)
+
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     r = b - apply_M(x) if x0 is not None else b.clone()
     p = r.clone()
-    rr = _dot(r, r, batched)
+    rr = inner(r, r)
     # Below ~10 ulp the residual is rounding noise; iterating on it breaks down (M singular).
     tol = max(tol, 10 * torch.finfo(b.dtype).eps)
-    stop = (tol * _dot(b, b, batched).sqrt()) ** 2
+    stop = (tol * inner(b, b).sqrt()) ** 2
     tiny = torch.finfo(b.dtype).tiny
     for _ in range(max_iter):
         active = rr > stop
         if not active.any():
             break
         Mp = apply_M(p)
-        pMp = _dot(p, Mp, batched)
+        pMp = inner(p, Mp)
         active = (active & (pMp > tiny)).to(b.dtype)
         alpha = active * rr / pMp.clamp_min(tiny)
         x = x + alpha * p
         r = r - alpha * Mp
-        rr_new = _dot(r, r, batched)
+        rr_new = inner(r, r)
         p = torch.where(active > 0, r + (rr_new / rr.clamp_min(tiny)) * p, p)
         rr = torch.where(active > 0, rr_new, rr)
     return x

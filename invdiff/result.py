@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -37,6 +37,9 @@ class Result:
         ``seconds / network_seconds`` is the solver's overhead over its network calls.
     params : dict
         Hyperparameters of the run (the solver's fields, or a method's tuned values).
+    calibration : Calibration or None
+        Conformal factors for ``std`` (:mod:`invdiff.calibration`), attached by
+        :meth:`calibrated`; ``None``: the std map is raw.
     """
 
     x_hat: torch.Tensor
@@ -49,6 +52,7 @@ class Result:
     peak_memory_mb: float = 0.0
     network_seconds: float = 0.0
     params: dict = field(default_factory=dict)
+    calibration: object = None
 
     def metrics(self, x_true: torch.Tensor) -> dict:
         """PSNR, SSIM and NRMSE of ``x_hat`` (clipped to [0, 1]) against ``x_true``, per image."""
@@ -62,3 +66,59 @@ class Result:
 
         x = self.x_hat.clamp(0, 1)
         return {"psnr": psnr(x, x_true), "ssim": ssim(x, x_true), "nrmse": nrmse(x, x_true)}
+
+    @property
+    def num_samples(self) -> int:
+        """Posterior samples behind ``x_hat`` and ``std`` (1 for a point-estimate solver)."""
+        return 1 if self.samples is None else int(self.samples.shape[0])
+
+    def _require_std(self, what: str) -> torch.Tensor:
+        if self.std is None:
+            raise ValueError(f"{what} needs a posterior std map, and this result has none: it needs at least 2 "
+                             f"samples (num_samples >= 2) from a solver that yields samples (RED-Diff and the "
+                             f"classical methods give a point estimate only)")
+        return self.std
+
+    def calibrated(self, calibration) -> "Result":
+        """A copy of this result carrying ``calibration`` (:class:`invdiff.calibration.Calibration`),
+        fitted for the same number of samples; this result is left as it is."""
+        from .calibration import Calibration
+
+        self._require_std("calibration")
+        if not isinstance(calibration, Calibration):
+            raise TypeError(f"calibration must be an invdiff.calibration.Calibration, got {type(calibration).__name__}")
+        if calibration.num_samples != self.num_samples:
+            raise ValueError(f"the calibration was fitted for std maps of {calibration.num_samples} samples, but this "
+                             f"result has {self.num_samples}; a std map's spread depends on the number of samples, so "
+                             f"solve with num_samples={calibration.num_samples} or fit a calibration for "
+                             f"{self.num_samples}")
+        return replace(self, calibration=calibration)
+
+    def interval(self, level: float = 0.95):
+        """Per-pixel interval ``x_hat ± k std`` meant to hold the truth with probability ``level``.
+
+        With a calibration attached (:meth:`calibrated`) ``k`` is its conformal factor and the
+        interval's coverage is the calibrated, *marginal* one (over pixels and images drawn like
+        the calibration set; see :mod:`invdiff.calibration`). Without, ``k`` is the exact rule for
+        a Gaussian posterior sampled exactly (:func:`invdiff.metrics.std_multiplier` with this
+        result's number of samples), and ``Interval.calibrated`` is False: for approximate
+        samplers such intervals usually cover less than ``level``.
+        """
+        from .calibration import Interval
+        from .metrics import std_multiplier
+
+        std = self._require_std("an interval")
+        if self.calibration is not None:
+            return self.calibration.interval(self.x_hat, std, level)
+        k = std_multiplier(level, self.num_samples)
+        return Interval(self.x_hat - k * std, self.x_hat + k * std, float(level), False)
+
+    @property
+    def calibrated_std(self) -> torch.Tensor | None:
+        """The std map rescaled by the calibration's 95 % factor, so that ``x_hat ± 1.96 ·
+        calibrated_std`` is the calibrated 95 % interval (``None`` without a calibration)."""
+        if self.calibration is None or self.std is None:
+            return None
+        from .metrics import std_multiplier
+
+        return self.std * (self.calibration.factor(0.95) / std_multiplier(0.95))

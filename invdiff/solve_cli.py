@@ -21,7 +21,12 @@ Two ways in:
 
 Writes ``reconstruction.npy`` (``(B, C, H, W)`` in [0, 1] units) and ``reconstruction.png``
 (truth when known, the operator's pseudo-inverse ``A†y``, the reconstruction and — with
-``--samples > 1`` — the posterior standard deviation) into ``--out``. Files are written under
+``--samples > 1`` — the posterior standard deviation) into ``--out``. With ``--samples K > 1``
+also ``std.npy`` (the raw std map) and ``interval95.npy`` (``(2, B, C, H, W)``: lower and upper
+bounds of the 95 % interval); when the named problem has a calibration for this solver and
+``K`` (fitted on its validation split, :mod:`invdiff.calibration`), the bounds are the
+calibrated ones, ``std_calibrated.npy`` is written and the figure shows the calibrated map;
+otherwise the bounds follow the Gaussian rule and are marked uncalibrated. Files are written under
 temporary names and renamed, so a failed run leaves no partial output.
 """
 
@@ -275,6 +280,17 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
     configured = spec.solver(solver) if problem is not None else SOLVERS[solver]()
     result = solve(pb, net, configured, steps=steps, num_samples=samples,
                    generator=torch.Generator().manual_seed(seed), progress=progress)
+    calibration = None
+    if problem is not None and result.std is not None:
+        calibration = spec.calibration(f"{solver}:{samples}")
+        if calibration is not None and calibration.steps not in (None, steps):
+            import warnings
+
+            warnings.warn(f"{spec.name} has a calibration for {solver}:{samples} at {calibration.steps} steps, not "
+                          f"{steps}; the std map and the interval are left uncalibrated", RuntimeWarning, stacklevel=2)
+            calibration = None
+        if calibration is not None:
+            result = result.calibrated(calibration)
     x_hat = result.x_hat.clamp(0, 1)
     with torch.no_grad():
         back = pb.physics.A_dagger(pb.y).clamp(0, 1)
@@ -288,10 +304,11 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
     panels["A†y"] = back[mid]
     panels[solver] = x_hat[mid]
     extra = {}
+    uq = {}
     if result.std is not None:
-        std = result.std[mid].mean(0)
-        panels["posterior std"] = std
-        extra = dict(cmaps={"posterior std": "magma"}, ranges={"posterior std": (0.0, float(std.max().clamp_min(1e-6)))})
+        uq, std_panel, label = _uncertainty_outputs(result, pb, spec if problem is not None else None, out_dir, mid)
+        panels[label] = std_panel
+        extra = dict(cmaps={label: "magma"}, ranges={label: (0.0, float(std_panel.max().clamp_min(1e-6)))})
     npy = atomic_write(os.path.join(out_dir, "reconstruction.npy"), lambda p: np.save(p, x_hat.numpy()))
     if x_hat.shape[0] > 1 and problem is not None and spec.is_volume:  # a volume: its three planes
         from .plot import save_volume_planes
@@ -302,4 +319,31 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
     else:
         png = save_image_row(panels, os.path.join(out_dir, "reconstruction.png"), truth=panels.get("truth"), **extra)
     written = _write_user_volume(out_dir, x_hat, volume_info)  # {} unless --nifti / --dicom-series
-    return {"npy": npy, "png": png, "nfe": result.nfe, "seconds": result.seconds, **scores, **written}
+    return {"npy": npy, "png": png, "nfe": result.nfe, "seconds": result.seconds, **scores, **written, **uq}
+
+
+def _uncertainty_outputs(result, pb, spec, out_dir: str, mid: int):
+    """Write the std map and the 95 % interval bounds (calibrated where ``result`` carries a
+    calibration); return the paths and coverage, the panel to show and its title."""
+    from .data import atomic_write
+    from .metrics import coverage
+
+    interval = result.interval(0.95)
+    out = {"std": atomic_write(os.path.join(out_dir, "std.npy"), lambda p: np.save(p, result.std.numpy())),
+           "interval95": atomic_write(os.path.join(out_dir, "interval95.npy"),
+                                      lambda p: np.save(p, torch.stack([interval.lower, interval.upper]).numpy())),
+           "calibrated": interval.calibrated}
+    std = result.std
+    if interval.calibrated:
+        std = result.calibrated_std
+        out["std_calibrated"] = atomic_write(os.path.join(out_dir, "std_calibrated.npy"),
+                                             lambda p: np.save(p, std.numpy()))
+        out["calibration_scale"] = result.calibration.scale(0.95)
+    label = "calibrated std" if interval.calibrated else "posterior std (uncalibrated)"
+    if pb.x_true is not None:  # the coverage the user can check: fraction of pixels inside the interval
+        mask = spec.support(pb.x_true) if spec is not None else None
+        k = (interval.upper - result.x_hat)
+        cov = coverage(result.x_hat, k, pb.x_true, 1.0, mask=mask)
+        out["coverage95"] = float(cov.mean())
+        label += f"\n95 % interval covers {100 * out['coverage95']:.1f} %"
+    return out, std[mid].mean(0), label

@@ -52,3 +52,38 @@ def blur_problem():
     x = prior.sample(1, generator=torch.Generator().manual_seed(0))
     op = gaussian_blur((1, 8, 8), 1.0, kernel_size=5).double()
     return prior, op, Problem.simulate(x, op, 0.01, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="session")
+def blur_subsample():
+    """``make(sigma_y) -> (M, prior, problem, posterior)``: the smooth 8×8 Gaussian prior (as
+    :func:`smooth_prior`, from :func:`invdiff.reference.gaussian_image`) measured by ``M``, a
+    ``(16, 64)`` matrix — circular blur by a non-symmetric 3×3 kernel of gain 0.85 (A 1 ≠ 1), then
+    every other pixel in each direction: not self-adjoint, m ≠ d, singular values 0.34–0.48. The
+    operator where inpainting's A = Aᵀ, m = d and A 1 = 1 hide no slip."""
+    from invdiff.operators import dense_operator
+    from invdiff.reference import gaussian_image
+
+    n = 8
+    k = torch.tensor([[0.30, 0.20, 0.05], [0.15, 0.10, 0.0], [0.05, 0.0, 0.0]], dtype=torch.float64)
+    basis = torch.eye(n * n, dtype=torch.float64).reshape(n * n, n, n)
+    blurred = sum(k[a, b] * torch.roll(basis, (a, b), dims=(1, 2)) for a in range(3) for b in range(3))
+    M = blurred[:, ::2, ::2].reshape(n * n, -1).T
+
+    def make(sigma_y):
+        return (M,) + gaussian_image(dense_operator((1, n, n), M), sigma_y=sigma_y, seed=3)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """``() -> int``: a TCP port free on this machine now (for the process groups tests launch)."""
+    import socket
+
+    def pick() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    return pick

@@ -41,12 +41,47 @@ def test_reflect_boundary_is_adjoint_and_keeps_size():
 
 
 def test_kernel_blur_is_the_given_convolution():
+    """A convolution (as documented), not a correlation: a kernel with its one tap right of the
+    centre moves the image one pixel to the right, y[i, j] = x[i, j − 1]."""
     k = torch.zeros(3, 3)
-    k[1, 2] = 1.0  # shift by one pixel (circular)
+    k[1, 2] = 1.0
     x = torch.rand(1, 1, 8, 8)
     y = kernel_blur(8, k).A(x)
-    assert torch.allclose(y, torch.roll(x, shifts=-1, dims=-1), atol=1e-6) or \
-        torch.allclose(y, torch.roll(x, shifts=1, dims=-1), atol=1e-6)
+    assert torch.allclose(y, torch.roll(x, shifts=1, dims=-1), atol=1e-6)
+    assert not torch.allclose(y, torch.roll(x, shifts=-1, dims=-1), atol=0.1)  # what correlation gives
+
+
+def _convolve(x, k, boundary):
+    """y[i, j] = Σ_ab k[a, b] x[i − (a − h//2), j − (b − w//2)], x extended periodically or by
+    reflection about the edge pixels (… x2 x1 | x0 x1 x2 …), written as plain sums."""
+    H, W = x.shape[-2:]
+    h, w = k.shape
+
+    def index(i, n):
+        if boundary == "circular":
+            return i % n
+        return -i if i < 0 else (2 * (n - 1) - i if i >= n else i)
+
+    y = torch.zeros_like(x)
+    for i in range(H):
+        for j in range(W):
+            for a in range(h):
+                for b in range(w):
+                    y[..., i, j] += k[a, b] * x[..., index(i - (a - h // 2), H), index(j - (b - w // 2), W)]
+    return y
+
+
+@pytest.mark.parametrize("boundary", ["circular", "reflect"])
+@pytest.mark.parametrize("shape", [(3, 5), (5, 3)])
+def test_kernel_blur_matches_direct_convolution(boundary, shape):
+    """Non-symmetric, non-square kernels (correlation, a transposed or flipped kernel all differ by
+    O(1)), with entries that are exact in float32 so that the float64 result is exact to rounding."""
+    g = torch.Generator().manual_seed(0)
+    k = torch.randint(0, 8, shape, generator=g).double() / 8
+    x = torch.rand(2, 1, 12, 10, generator=g, dtype=torch.float64)
+    y = kernel_blur((1, 12, 10), k, boundary=boundary).double().A(x)
+    assert torch.allclose(y, _convolve(x, k, boundary), atol=1e-12)
+    assert (y - _convolve(x, k.flip(0, 1), boundary)).abs().max() > 0.1  # correlation is told apart
 
 
 def test_box_and_random_masks(gen):

@@ -65,17 +65,57 @@ def test_short_training_learns_to_denoise(tmp_path):
     assert err < 0.5 * (y - x).pow(2).mean()
 
 
+def _check_trained(path, out, channels, data):
+    """The checkpoint is where it was asked for, loads, records its data and channels, and its
+    denoiser maps a batch to finite images of the same shape."""
+    assert str(path) == str(out) and out.is_file()
+    prior = load_checkpoint(out)
+    assert prior.channels == channels and prior.metadata["channels"] == str(channels)
+    assert prior.metadata["data"] == data and prior.metadata["steps"] == "1"
+    x = torch.rand(2, channels, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        d = prior.denoise(x, 0.3)
+    assert d.shape == x.shape and torch.isfinite(d).all()
+
+
 def test_photos_and_folder_data(tmp_path):
-    train(tiny(tmp_path, data="photos", channels=3, steps=1, out=str(tmp_path / "q.safetensors")), progress=False)
+    from invdiff.data.io import load_folder
+    from invdiff.train import make_sampler
+
+    out = tmp_path / "q.safetensors"
+    _check_trained(train(tiny(tmp_path, data="photos", channels=3, steps=1, out=str(out)), progress=False),
+                   out, 3, "photos")
+    crops = make_sampler(tiny(tmp_path, data="photos", channels=3), torch.Generator().manual_seed(0))(16)
+    assert crops.shape == (16, 3, 16, 16) and 0 <= float(crops.min()) and float(crops.max()) <= 1
+    assert float((crops[:, 0] - crops[:, 1]).abs().max()) > 0.05  # colour photographs, not grey copies
+
     from skimage import io as skio
     import numpy as np
 
     folder = tmp_path / "imgs"
     folder.mkdir()
-    skio.imsave(folder / "a.png", (np.random.default_rng(0).random((40, 40)) * 255).astype(np.uint8),
-                check_contrast=False)
-    np.save(folder / "b.npy", np.random.default_rng(1).random((32, 32)).astype(np.float32))
-    train(tiny(tmp_path, data=f"folder:{folder}", steps=1, out=str(tmp_path / "r.safetensors")), progress=False)
+    png = (np.random.default_rng(0).random((40, 40)) * 255).astype(np.uint8)
+    npy = np.random.default_rng(1).random((32, 32)).astype(np.float32)
+    skio.imsave(folder / "a.png", png, check_contrast=False)
+    np.save(folder / "b.npy", npy)
+    read = load_folder(folder, channels=1)  # sorted: a.png, b.npy
+    assert [tuple(r.shape) for r in read] == [(1, 40, 40), (1, 32, 32)]
+    assert torch.equal(read[0][0], torch.from_numpy(png.astype(np.float32) / 255))
+    assert torch.equal(read[1][0], torch.from_numpy(npy))
+    out = tmp_path / "r.safetensors"
+    _check_trained(train(tiny(tmp_path, data=f"folder:{folder}", steps=1, out=str(out)), progress=False),
+                   out, 1, f"folder:{folder}")
+
+    # what training draws from a folder comes from its files: two flat images, 0.2 and 0.7
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    skio.imsave(flat / "a.png", np.full((24, 24), 51, np.uint8), check_contrast=False)  # 51/255 = 0.2
+    np.save(flat / "b.npy", np.full((20, 20), 0.7, np.float32))
+    crops = make_sampler(tiny(tmp_path, data=f"folder:{flat}"), torch.Generator().manual_seed(0))(32)
+    assert crops.shape == (32, 1, 16, 16)
+    level = crops.flatten(1)[:, 0]
+    assert torch.allclose(crops, level[:, None, None, None].expand_as(crops), atol=1e-6)
+    assert set(torch.round(level * 10).long().tolist()) == {2, 7}
 
 
 def test_cli_train_and_errors(tmp_path, capsys):

@@ -28,7 +28,8 @@ import torch
 
 from ._base import ShapeChecked, img_size_3d, positive_int, real_number, real_tensor
 
-__all__ = ["ct_sparse_view", "ct_limited_angle", "ct_parallel", "CT", "ramp_filter", "FBP_FILTERS"]
+__all__ = ["ct_sparse_view", "ct_limited_angle", "ct_parallel", "CT", "ramp_filter", "FBP_FILTERS",
+           "default_fan_parameters"]
 
 FBP_FILTERS = ("ramp", "hann", "shepp-logan", "cosine")
 #: keys of deepinv's fan-beam geometry (``fan_parameters``); the detector count is an integer
@@ -140,13 +141,21 @@ class CT(ShapeChecked, deepinv.physics.Tomography):
         return super()._apply(fn, recurse)
 
     def angular_step(self) -> float:
-        """Δθ in radians used to weight each view in FBP (mean spacing of the angles)."""
-        a = torch.sort(self.angles.double() % 180).values
-        if a.numel() == 1:
+        """Δθ in radians used to weight each view in FBP.
+
+        The mean spacing ``δ`` of the angles, scaled down where the views cover more than a
+        half-circle: FBP integrates over 180°, and views spread over ``n δ`` degrees see each
+        direction ``n δ / 180`` times, so ``Δθ = δ · min(1, 180 / (n δ))`` — ``π/n`` for ``n``
+        views over [0°, 180°) and over [0°, 360°) alike.
+        """
+        a = torch.sort(self.angles.double()).values
+        n = a.numel()
+        if n == 1:
             return math.pi
-        span = float(a[-1] - a[0])
-        # Views cover [a0, a_last] plus one step; for a full half-circle this is π / n.
-        return math.radians(span) / (a.numel() - 1) if span > 0 else math.pi / a.numel()
+        step = float(a[-1] - a[0]) / (n - 1)
+        if step <= 0:  # every view at one angle
+            return math.pi / n
+        return math.radians(step * min(1.0, 180.0 / (n * step)))
 
     def fbp(self, y, filter: str | None = None, **kwargs):
         """Filtered back-projection ``Δθ · W² · Aᵀ(h ∗ y)`` (``W²`` undoes the 1/W scaling twice).
@@ -183,12 +192,33 @@ def ct_parallel(img_size, angles_deg, *, fbp_filter: str = "ramp") -> CT:
     return CT(img_size, a, fbp_filter=fbp_filter)
 
 
+def default_fan_parameters(width: int) -> dict:
+    """invdiff's fan-beam geometry for a ``width``-pixel image (lengths in image widths).
+
+    The source is 4 image widths from the rotation axis and the detector 2 (magnification
+    1.5): the fan's half-angle is asin(√2/2 / 4) ≈ 10°. The detector bins are one image pixel
+    apart at the axis (1.5 / ``width`` on the detector) and just enough of them cover the fan
+    that holds the image's circumscribed circle. (deepinv's own defaults put the detector bins
+    ~5 pixels apart at the axis of a 0.5-wide image, so only ~20 bins see it whatever its size.)
+    """
+    width = positive_int(width, "width")
+    source, detector = 4.0, 2.0
+    magnification = (source + detector) / source
+    spacing = magnification / width
+    half_angle = math.asin(math.sqrt(0.5) / source)
+    half_width = (source + detector) * math.tan(half_angle)
+    return {"pixel_spacing": 1.0 / width, "source_radius": source, "detector_radius": detector,
+            "detector_spacing": spacing, "n_detector_pixels": 2 * math.ceil(half_width / spacing) + 2}
+
+
 def ct_sparse_view(img_size, n_views: int = 32, *, fbp_filter: str = "ramp", geometry: str = "parallel",
                    fan_parameters: dict | None = None) -> CT:
     """Sparse-view CT: ``n_views`` angles equally spaced over [0°, 180°).
 
-    ``geometry="fan"`` uses deepinv's fan-beam projector (angles over [0°, 360°)); its
-    ``A_dagger`` is then an approximate FBP.
+    ``geometry="fan"`` uses deepinv's fan-beam projector (angles over [0°, 360°)) in the
+    geometry of :func:`default_fan_parameters` — or, given ``fan_parameters``, deepinv's
+    geometry with those keys changed; its ``A_dagger`` is then an approximate FBP (the
+    parallel-beam formula, no fan weighting).
     """
     img_size_3d(img_size)
     n_views = positive_int(n_views, "n_views")
@@ -197,6 +227,8 @@ def ct_sparse_view(img_size, n_views: int = 32, *, fbp_filter: str = "ramp", geo
             raise ValueError("fan_parameters only apply to geometry='fan', got geometry='parallel'")
         return CT(img_size, _angles(n_views, 180.0), fbp_filter=fbp_filter)
     if geometry == "fan":
+        if fan_parameters is None:
+            fan_parameters = default_fan_parameters(img_size_3d(img_size)[-1])
         return CT(img_size, _angles(n_views, 360.0), fbp_filter=fbp_filter, fan_beam=True,
                   fan_parameters=fan_parameters)
     raise ValueError(f"geometry must be 'parallel' or 'fan', got {geometry!r}")

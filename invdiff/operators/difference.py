@@ -18,15 +18,35 @@ class FiniteDifference(deepinv.physics.LinearPhysics):
     along the channel axis (dim 1). The adjoint is the exact transpose,
     ``(D^T y)_i = y_{i-1} [i >= 1] - y_i [i <= n - 2]``.
 
+    **A block of axis 0.** With a ``halo``, the tensor holds only the consecutive slices
+    ``i = lo, …, hi − 1`` of a longer axis 0 of ``n`` slices (the other blocks live elsewhere,
+    e.g. in other processes), and the operator computes exactly the rows ``lo … hi − 1`` of the
+    whole axis's ``D x`` and ``Dᵀ y``:
+
+    .. math::
+        (D x)_{hi-1} = x_{hi} - x_{hi-1}, \\qquad (D^\\top y)_{lo} = y_{lo-1} - y_{lo},
+
+    with ``x_{hi}`` (the next block's first slice) and ``y_{lo-1}`` (the previous block's last
+    slice) received through the halo; at the ends of the whole axis the boundary rules above
+    apply (``(D x)_{n-1} = 0``, no ``y_{-1}``, and the boundary row ``y_{n-1}`` is ignored).
+
     Parameters
     ----------
     dim : int or tuple of int
         Axes of the input tensor: ``(-2, -1)`` for 2D total variation of images, ``0`` for
         differences across slices of a volume ``(D, C, H, W)`` (the z axis sits on the batch
         axis, so this operator couples slices on purpose).
+    halo : object, optional
+        Exchange with the neighbouring blocks along axis 0; ``None`` (default): the tensor is
+        the whole axis. It provides ``from_next(first)`` (sends this block's first slice
+        ``first`` (shape ``(1, …)``) to the previous block and returns the next block's first
+        slice, or ``None`` for the last block), ``from_previous(last)`` (sends this block's last
+        slice to the next block and returns the previous block's last one, or ``None`` for the
+        first block) and the attribute ``has_next`` (this block is not the last). Both calls
+        are collective: every block makes them, in the same order.
     """
 
-    def __init__(self, dim=(-2, -1), **kwargs):
+    def __init__(self, dim=(-2, -1), halo=None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(dim, bool) or isinstance(dim, (str, bytes)):
             raise TypeError(f"FiniteDifference: dim must be an int or a tuple of ints, got {dim!r}")
@@ -39,6 +59,11 @@ class FiniteDifference(deepinv.physics.LinearPhysics):
         if not dims or len(set(dims)) != len(dims):
             raise ValueError(f"FiniteDifference: dim must name one or more distinct axes, got {dim!r}")
         self.dims = dims
+        if halo is not None and not (all(callable(getattr(halo, m, None)) for m in ("from_next", "from_previous"))
+                                     and isinstance(getattr(halo, "has_next", None), bool)):
+            raise TypeError(f"FiniteDifference: halo must provide from_next, from_previous and has_next, got "
+                            f"{type(halo).__name__}")
+        self.halo = halo
 
     @staticmethod
     def _check(t, name: str) -> None:
@@ -54,8 +79,16 @@ class FiniteDifference(deepinv.physics.LinearPhysics):
         if bad:
             raise ValueError(f"FiniteDifference: dim {bad} out of range for {name} of shape {tuple(t.shape)}")
 
+    def _split(self, t, d) -> bool:
+        """Whether axis ``d`` of ``t`` is a block of a longer axis 0 (a halo is set)."""
+        return self.halo is not None and d % t.ndim == 0
+
     def _diff(self, x, d):
         n = x.shape[d]
+        if self._split(x, d):
+            after = self.halo.from_next(x.narrow(0, 0, 1))
+            if after is not None:  # x_{hi} − x_{hi−1} in the last row
+                return torch.cat([x.narrow(0, 1, n - 1), after]) - x
         if n < 2:
             return torch.zeros_like(x)
         fwd = x.narrow(d, 1, n - 1) - x.narrow(d, 0, n - 1)
@@ -63,6 +96,13 @@ class FiniteDifference(deepinv.physics.LinearPhysics):
 
     def _diff_adjoint(self, y, d):
         n = y.shape[d]
+        if self._split(y, d):
+            before = self.halo.from_previous(y.narrow(0, n - 1, 1))
+            zero = torch.zeros_like(y.narrow(0, 0, 1))
+            inner = y.narrow(0, 0, n - 1)
+            shifted = torch.cat([zero if before is None else before, inner])     # y_{i-1}, none before slice 0
+            own = y if self.halo.has_next else torch.cat([inner, zero])         # y_i, boundary row y_{n-1} left out
+            return shifted - own
         if n < 2:
             return torch.zeros_like(y)
         inner = y.narrow(d, 0, n - 1)  # y_0 .. y_{n-2}; y_{n-1} is the zero boundary row

@@ -45,6 +45,28 @@ class ProblemSpec:
     metrics: tuple = ("psnr", "ssim")
     presets: dict = field(default_factory=dict)  # solver name -> hyperparameters tuned on "validation"
                                                  # (invdiff/problems/presets.json, benchmarks/tune_presets.py)
+    calibrations: dict = field(default_factory=dict)  # method name ("diffpir:8") -> conformal factors fitted
+                                                      # on "validation" (calibration.json, benchmarks/uncertainty.py)
+
+    def calibration(self, method: str):
+        """The :class:`~invdiff.calibration.Calibration` of ``method`` (``"solver:S"``, S samples)
+        fitted on this problem's validation split, or ``None`` where none was fitted."""
+        from ..calibration import Calibration
+
+        d = self.calibrations.get(method)
+        return None if d is None else Calibration.from_dict(d)
+
+    @property
+    def modality(self) -> str:
+        """``"ct"``, ``"mri"`` or ``"photo"``: the kind of images of this problem."""
+        return getattr(self.data, "contrast", None) or getattr(self.data, "corpus", None) or "photo"
+
+    def support(self, x_true: torch.Tensor) -> torch.Tensor:
+        """Pixels the uncertainty metrics count: inside the body (truth > 0.02) for CT and MRI, where
+        the air around it would otherwise dominate the count; every pixel of a photograph."""
+        if self.modality in ("ct", "mri"):
+            return x_true > 0.02
+        return torch.ones_like(x_true, dtype=torch.bool)
 
     def solver(self, name: str):
         """Solver ``name`` with this problem's tuned preset (the solver's defaults where none was tuned)."""
@@ -133,9 +155,19 @@ def _tuned_presets() -> dict:
     return {name: {solver: dict(c["params"]) for solver, c in r.items()} for name, r in problems.items()}
 
 
+def _calibrations() -> dict:
+    """``{problem: {method: calibration dict}}`` from ``calibration.json`` (``benchmarks/uncertainty.py``)."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).with_name("calibration.json")
+    return json.loads(path.read_text())["problems"] if path.is_file() else {}
+
+
 def _specs() -> dict:
     ops = _ops()
     tuned = _tuned_presets()
+    cal = _calibrations()
     ct, mri, photos = Phantoms("ct"), Phantoms("mri"), PhotoCrops()
     rows = [
         ("ct-sparse-8", "parallel-beam CT, 8 views over 180°", 0.005, ct, "phantom64"),
@@ -158,7 +190,8 @@ def _specs() -> dict:
         ("ct256-sparse-32", "real CT, parallel beam, 32 views over 180°", 0.005, real_ct, "phantom64", 256),
         ("ct256-limited-90", "real CT, parallel beam, 90 views over 90° (limited angle)", 0.005, real_ct,
          "phantom64", 256),
-        ("ct256-fan-32", "real CT, fan beam, 32 views over 360° (deepinv's default fan geometry)", 0.005, real_ct,
+        ("ct256-fan-32", "real CT, fan beam, 32 views over 360° (source 4 and detector 2 image widths from the axis, "
+         "10° half fan angle)", 0.005, real_ct,
          "phantom64", 256),
         ("ct512-sparse-32", "real CT at the native DICOM size, parallel beam, 32 views", 0.005, real_ct,
          "phantom64", 512),
@@ -180,10 +213,11 @@ def _specs() -> dict:
         ("mri3d-real-4x", "real brain MRI volume (64 axial slices of 128², Colin27 for test), 4×, a mask per "
          "slice", 0.005, RealVolume("mri", 64), "phantom64", 128),
     ]
-    specs = {name: ProblemSpec(name, desc, ops[name], sigma_y, data, prior, presets=tuned.get(name, {}))
+    specs = {name: ProblemSpec(name, desc, ops[name], sigma_y, data, prior, presets=tuned.get(name, {}),
+                               calibrations=cal.get(name, {}))
              for name, desc, sigma_y, data, prior in rows}
     specs.update({name: ProblemSpec(name, desc, ops[name], sigma_y, data, prior, size=size,
-                                    presets=tuned.get(name, {}))
+                                    presets=tuned.get(name, {}), calibrations=cal.get(name, {}))
                   for name, desc, sigma_y, data, prior, size in real})
     return specs
 

@@ -50,11 +50,20 @@ NFE counts one call on the whole volume); no VJP.
 
 The volume is the solve's batch: run with ``num_samples=1`` (the z coupling would otherwise
 join independent samples), which :func:`invdiff.solve` enforces.
+
+**A volume split into blocks of slices.** Everything above acts slice by slice except five
+volume-wide quantities, which the solver takes from its :class:`Coupling` (``coupling``; by
+default the process holds the whole volume): the inner products of the coupled CG, the norms
+``‖z‖``, ``‖s_θ‖`` of the corrector, the noise ``z``, ``ξ``, the rows of ``D_z`` at the
+edges of a block (a halo slice from each neighbouring block), and ``‖A‖``. A process that holds
+only the slices ``lo … hi − 1`` runs the same ``init``/``step``/``admm`` with a coupling that
+sums those quantities over all blocks (:mod:`invdiff.distributed.volume`), and its iterates are
+the rows ``lo … hi − 1`` of the one-process iterates (up to the order of floating-point sums).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -64,7 +73,45 @@ from ..operators.chunked import chunked
 from ..operators.difference import FiniteDifference
 from .base import ancestral_sigmas, ancestral_step, noise_like, Solver, State
 
-__all__ = ["MBIR", "soft_threshold"]
+__all__ = ["MBIR", "Coupling", "soft_threshold"]
+
+
+class Coupling:
+    """The volume-wide quantities of MBIR, for a process that holds the whole volume (the default).
+
+    MBIR's update is slice by slice except for these; a process holding one block of a volume's
+    slices passes a subclass whose methods return the values of the whole volume
+    (:class:`invdiff.distributed.volume.BlockCoupling`), so the same code runs on each block.
+    Every method is collective in that case: all blocks call it together, in the same order.
+
+    Attributes
+    ----------
+    halo : object or None
+        Exchange of edge slices with the neighbouring blocks for ``D_z``
+        (:class:`invdiff.operators.FiniteDifference`'s ``halo``); ``None``: no neighbours.
+    """
+
+    halo = None
+
+    def dot(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``⟨a, b⟩ = Σ_i a_i b_i`` over the whole volume, a 0-d tensor (CG's inner product)."""
+        return (a * b).sum()
+
+    def norm(self, t: torch.Tensor) -> torch.Tensor:
+        """``‖t‖₂`` over the whole volume, a 0-d tensor."""
+        return t.norm()
+
+    def noise(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Standard normal noise shaped like ``x``: this block's slices of one draw for the whole volume."""
+        return noise_like(x, generator)
+
+    def operator_norm(self, op, x_shape, *, iters: int, dtype: torch.dtype, generator: torch.Generator) -> float:
+        """``‖A‖`` of the whole volume's operator, by :func:`invdiff.operators.checks.operator_norm`'s power
+        iteration from a random start drawn from ``generator``; ``x_shape`` is one slice's shape with batch 1."""
+        return operator_norm(op, x_shape, iters=iters, dtype=dtype, generator=generator)
+
+
+_WHOLE = Coupling()
 
 
 def soft_threshold(v: torch.Tensor, t: float) -> torch.Tensor:
@@ -93,6 +140,7 @@ class MBIR(Solver):
     snr: float = 0.16
     placement: str = "x0"
     eta: float = 0.85
+    coupling: Coupling | None = field(default=None, repr=False, compare=False)
 
     couples_batch = True
     step_params = ("lam", "rho")
@@ -111,13 +159,26 @@ class MBIR(Solver):
             raise ValueError(f"placement must be 'x0' or 'xt', got {self.placement!r}")
         if not 0 <= self.eta <= 1:
             raise ValueError(f"eta must be in [0, 1], got {self.eta}")
+        if self.coupling is not None and not isinstance(self.coupling, Coupling):
+            raise TypeError(f"MBIR: coupling must be an invdiff.solvers.mbir.Coupling or None, got "
+                            f"{type(self.coupling).__name__}")
+
+    def params(self) -> dict:
+        """The hyperparameters (the ``coupling`` says where the slices are, not how the solver works)."""
+        return {k: v for k, v in super().params().items() if k != "coupling"}
+
+    @property
+    def parts(self) -> Coupling:
+        """The :class:`Coupling` in use: ``coupling``, or the whole volume in this process."""
+        return _WHOLE if self.coupling is None else self.coupling
 
     def cost(self, steps):
         return steps * (2 if self.corrector else 1), 0
 
     @property
     def difference(self) -> FiniteDifference:
-        return FiniteDifference(0 if self.tv == "z" else (0, -2, -1))
+        """``D_z`` (or ``D`` along z, y, x), exchanging edge slices through the coupling's halo."""
+        return FiniteDifference(0 if self.tv == "z" else (0, -2, -1), halo=self.parts.halo)
 
     def init(self, problem, prior, x_T, sigma, generator):
         A = problem.physics
@@ -126,8 +187,8 @@ class MBIR(Solver):
             # the slice prior sampled slice by slice (unconditional sampling through the same loop)
             scale = 0.0
         else:
-            scale = operator_norm(A, (1,) + tuple(x_T.shape[1:]), dtype=x_T.dtype, iters=20,
-                                  generator=torch.Generator().manual_seed(0)) ** 2
+            scale = self.parts.operator_norm(A, (1,) + tuple(x_T.shape[1:]), dtype=x_T.dtype, iters=20,
+                                             generator=torch.Generator().manual_seed(0)) ** 2
         Dz = self.difference
         zero = torch.zeros_like(Dz.A(x_T))
         # the prior's chunk (SliceStackPrior) also bounds the operator's intermediates, e.g. CT's
@@ -154,31 +215,32 @@ class MBIR(Solver):
         for _ in range(self.admm_iters):
             rhs = Aty + rho * Dz.A_adjoint(z - u)
             v = cg(lambda w: AtA(w) + rho * Dz.A_adjoint(Dz.A(w)), rhs, v,
-                   max_iter=self.cg_iters, tol=1e-7, batched=False)
+                   max_iter=self.cg_iters, tol=1e-7, batched=False, dot=self.parts.dot)
             dv = Dz.A(v)
             z = soft_threshold(dv + u, lam / rho)
             u = u + dv - z
         return v, z, u
 
     def _corrector(self, prior, x, sigma, generator):
+        parts = self.parts
         score = (prior.denoise(x, sigma) - x) / sigma**2
-        noise = noise_like(x, generator)
-        eps = 2 * (self.snr * noise.norm() / score.norm().clamp_min(1e-12)) ** 2
+        noise = parts.noise(x, generator)
+        eps = 2 * (self.snr * parts.norm(noise) / parts.norm(score).clamp_min(1e-12)) ** 2
         return x + eps * score + (2 * eps) ** 0.5 * noise
 
     def step(self, state, sigma, sigma_next, problem, prior, generator):
         chunk = prior.chunk_size
+        _, up = ancestral_sigmas(sigma, sigma_next, self.eta)
         with torch.no_grad():
             x = self._corrector(prior, state.x, sigma, generator) if self.corrector else state.x
             x0 = prior.denoise(x, sigma)
             if self.placement == "x0":
                 v, z, u = self.admm(problem, x0, state.z, state.u, state.scale, chunk, state.aty)
-                x_next = ancestral_step(x, x0, sigma, sigma_next, self.eta, generator, base=v)
+                x_next = ancestral_step(x, x0, sigma, sigma_next, self.eta, base=v, noise=False)
             else:
                 v = x0
                 mean = ancestral_step(x, x0, sigma, sigma_next, self.eta, noise=False)
                 x_next, z, u = self.admm(problem, mean, state.z, state.u, state.scale, chunk, state.aty)
-                _, up = ancestral_sigmas(sigma, sigma_next, self.eta)
-                if up > 0:
-                    x_next = x_next + up * noise_like(x_next, generator)
+            if up > 0:  # + σ_up ξ, for either placement
+                x_next = x_next + up * self.parts.noise(x_next, generator)
         return _MBIRState(x=x_next, x0=v, z=z, u=u, scale=state.scale, aty=state.aty), {}

@@ -1,16 +1,66 @@
-"""Resampling schemes as pure functions ``f(weights, generator) -> indices`` (blackjax style).
+"""Resampling schemes as pure functions ``f(weights, generator) -> indices`` (blackjax style),
+and the particle communicator that lets one particle system live on several processes.
 
 ``weights`` is ``(N, K)``: ``N`` independent particle systems of ``K`` particles, each row
 normalised to sum to 1. The result is ``(N, K)`` ancestor indices in ``[0, K)``; every scheme
 is unbiased (each particle is copied ``K·w_k`` times in expectation). ``ess`` and
 ``normalise_log_weights`` work in log space with max-subtraction.
+
+**Particle communicators.** A particle solver (SMC) holding its particles in one process uses
+:class:`LocalParticles`; split over ``size`` processes, each holds ``K/size`` particles of every
+system and a communicator with the same methods does the exchanges
+(:class:`invdiff.distributed.particles.RankParticles` over ``torch.distributed``). Particles are
+stored particle-major (row ``k·N + n`` is particle ``k`` of system ``n``), and process ``r``
+holds particles ``k ∈ [r·K/size, (r+1)·K/size)``: the contiguous rows
+``[r·L, (r+1)·L)``, ``L = N·K/size``, of the whole system. A communicator has
+
+==================================  ============================================================
+``rank``, ``size``                  this process's index and the number of processes
+``logsumexp(t)``                    ``(N, L) → (N,)``: ``log Σ exp`` over the last (particle) axis
+                                    of every process's ``t``
+``all_gather(t, dim)``              every process's ``t`` concatenated along ``dim`` in rank order
+``broadcast(t)``                    process 0's ``t`` (same shape everywhere), on every process
+``take(tensors, index)``            for each tensor (rows ``[r·L, (r+1)·L)`` of a whole one; ``None``
+                                    passes through) this process's rows of ``whole[index]``;
+                                    ``index`` ``(size·L,)`` is the same on every process
+==================================  ============================================================
+
+None of them modifies its arguments.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["systematic", "stratified", "multinomial", "ess", "normalise_log_weights", "RESAMPLING"]
+__all__ = ["systematic", "stratified", "multinomial", "ess", "normalise_log_weights", "RESAMPLING",
+           "LocalParticles", "LOCAL"]
+
+
+class LocalParticles:
+    """The particle communicator of a particle system held whole in one process (the default)."""
+
+    rank = 0
+    size = 1
+
+    def logsumexp(self, t: torch.Tensor) -> torch.Tensor:
+        """``log Σ_k exp(t[..., k])``, ``(N, K) → (N,)``."""
+        return torch.logsumexp(t, dim=-1)
+
+    def all_gather(self, t: torch.Tensor, dim: int) -> torch.Tensor:
+        """``t`` itself (the only process's part is the whole)."""
+        return t
+
+    def broadcast(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` itself."""
+        return t
+
+    def take(self, tensors, index: torch.Tensor) -> list:
+        """``[t[index] for t in tensors]`` (``None`` stays ``None``)."""
+        return [None if t is None else t[index] for t in tensors]
+
+
+#: The one-process communicator.
+LOCAL = LocalParticles()
 
 
 def normalise_log_weights(log_w: torch.Tensor) -> torch.Tensor:
@@ -18,10 +68,15 @@ def normalise_log_weights(log_w: torch.Tensor) -> torch.Tensor:
     return torch.softmax(log_w, dim=-1)
 
 
-def ess(log_w: torch.Tensor) -> torch.Tensor:
-    """Effective sample size ``1 / Σ_k w_k²`` of each row, ``(N,)``."""
-    w = normalise_log_weights(log_w)
-    return 1.0 / (w**2).sum(-1)
+def ess(log_w: torch.Tensor, comm: LocalParticles | None = None) -> torch.Tensor:
+    """Effective sample size ``1 / Σ_k w_k²`` of each row, ``(N,)``.
+
+    Computed in log space as ``exp(−LSE(2 (log_w − LSE(log_w))))`` with the communicator's
+    log-sum-exp ``LSE`` over the particles of every process (default: this process's ``log_w``,
+    the whole system); ``comm`` splits the particles of each row over processes.
+    """
+    lse = (LOCAL if comm is None else comm).logsumexp
+    return torch.exp(-lse(2 * (log_w - lse(log_w)[..., None])))
 
 
 def _inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

@@ -59,6 +59,8 @@ code                   paper
 ``cg_iters``           CG iterations for S_σ⁻¹ρ (``cov="jacobian"``; one VJP each)
 ``log_w``              log importance weights, ``(N, K)``
 ``log_g``              Σ of log potentials along each particle's path
+``comm``               particle communicator: the ``K`` particles over processes (not a
+                       hyperparameter; default one process)
 =====================  ==========================================================
 
 Cost: one batched network call over all ``K·N`` particles per step, plus one VJP when
@@ -71,17 +73,31 @@ twist has nothing to tune and, for ~6× the backward passes, is far more accurat
 problems λ = 1, ESS-triggered resampling.
 Known bugs of the official code avoided here: weights accumulated across non-resampling steps,
 max-subtraction before exponentiating, and a deterministic kernel with resampling is refused.
+
+**Particles over processes.** ``comm`` (a particle communicator,
+:mod:`invdiff.solvers.resampling`; default: the one-process :data:`~invdiff.solvers.resampling.LOCAL`)
+splits the ``K`` particles of every problem over ``comm.size`` processes, ``K/size`` each
+(:func:`invdiff.distributed.particles.solve_particles` runs it over the ranks of a
+``torch.distributed`` process group). The algorithm is the same code: every process draws the
+*whole* ``K``-particle noise from its generator (all hold the same generator state) and keeps its
+own rows, so the particles are those of the one-process run (bit for bit where the prior
+computes each image the same in a smaller batch); the ESS normalises the log-weights
+with the communicator's log-sum-exp (an all-reduce across processes); resampling gathers the
+``(N, K)`` log-weights, every process draws the ancestors from the same generator state and
+process 0's draw is broadcast (so all agree), and ``take`` moves the particles whose ancestor
+lives elsewhere; the last step gathers every particle, so every process returns the whole
+result. ``comm`` is not a hyperparameter (not in :meth:`params`, not compared).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ..linalg import cg
 from .base import ancestral_sigmas, ancestral_step, Final, noise_like, Solver, State
-from .resampling import RESAMPLING, ess
+from .resampling import LOCAL, LocalParticles, RESAMPLING, ess
 
 __all__ = ["SMC", "POTENTIALS", "COVARIANCES"]
 
@@ -182,6 +198,7 @@ class SMC(Solver):
     eta: float = 1.0
     ess_threshold: float = 0.5
     resampling: str = "systematic"
+    comm: LocalParticles | None = field(default=None, repr=False, compare=False)
 
     uses_vjp = True
     step_params = ("lam", "tau")
@@ -206,6 +223,26 @@ class SMC(Solver):
         if not ((self.tau is None or self.tau > 0) and self.lam >= 0 and 0 <= self.ess_threshold <= 1):
             raise ValueError(f"need tau > 0 (or None: the prior's data_std), lam >= 0 and 0 <= ess_threshold <= 1; "
                              f"got tau={self.tau}, lam={self.lam}, ess_threshold={self.ess_threshold}")
+        if self.comm is not None:
+            missing = [a for a in ("rank", "size", "logsumexp", "all_gather", "broadcast", "take")
+                       if not hasattr(self.comm, a)]
+            if missing:
+                raise TypeError(f"comm must be a particle communicator (invdiff.solvers.resampling), "
+                                f"{type(self.comm).__name__} has no {', '.join(missing)}")
+            size = self.comm.size
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise ValueError(f"comm.size must be an integer >= 1, got {size!r}")
+            if self.particles % size:
+                raise ValueError(f"SMC: K={self.particles} particles cannot be split over N={size} processes: "
+                                 f"K must be a multiple of N")
+
+    def params(self):
+        """The hyperparameters (every field but ``comm``)."""
+        return {k: v for k, v in super().params().items() if k != "comm"}
+
+    @property
+    def _comm(self):
+        return LOCAL if self.comm is None else self.comm
 
     def cost(self, steps):
         """NFE and VJP; with ``cov="jacobian"`` the VJP count is an upper bound (CG stops at
@@ -223,68 +260,86 @@ class SMC(Solver):
 
     # -- protocol ------------------------------------------------------------------------
 
+    def _mine(self, whole: torch.Tensor) -> torch.Tensor:
+        """This process's rows ``[r·L, (r+1)·L)`` of a tensor holding every particle (row ``k·N + n``)."""
+        comm = self._comm
+        rows = whole.shape[0] // comm.size
+        return whole[comm.rank * rows:(comm.rank + 1) * rows]
+
     def init(self, problem, prior, x_T, sigma, generator):
         """``K`` fresh particles per problem at ``σ_0``, each weighted by its first potential
-        ``G_0 = exp(λ r_σ0)`` (``x_T`` is not used: the particle system is drawn here)."""
+        ``G_0 = exp(λ r_σ0)`` (``x_T`` is not used: the particle system is drawn here; split over
+        processes, this process's ``K/size`` of them)."""
         K, N = self.particles, problem.y.shape[0]
-        y_rep = problem.y.repeat((K,) + (1,) * (problem.y.ndim - 1))  # particle k·N + n
-        x = sum(prior.data_range) / 2 + sigma * noise_like(x_T, generator, (K * N,) + tuple(x_T.shape[1:]))
+        k_here = K // self._comm.size
+        y_rep = problem.y.repeat((k_here,) + (1,) * (problem.y.ndim - 1))  # particle k·N + n
+        noise = self._mine(noise_like(x_T, generator, (K * N,) + tuple(x_T.shape[1:])))  # the whole draw, our rows
+        x = sum(prior.data_range) / 2 + sigma * noise
         x0, r, grad = self._evaluate(problem, prior, y_rep, x, sigma)
         log_g, stat = POTENTIALS[self.potential](r, None, None, self.lam)
-        return _Particles(x=x, x0=x0, y_rep=y_rep, log_w=log_g.reshape(K, N).T.clone(), reward=r, grad=grad,
+        return _Particles(x=x, x0=x0, y_rep=y_rep, log_w=log_g.reshape(k_here, N).T.clone(), reward=r, grad=grad,
                           log_g=log_g, stat=stat)
 
     def step(self, state, sigma, sigma_next, problem, prior, generator):
         K, N = self.particles, problem.y.shape[0]
+        k_here = K // self._comm.size
         x, x0, y_rep = state.x, state.x0, state.y_rep
         if sigma_next == 0:  # last step: x' = x̂0, exact likelihood, divide out the potentials
             resid = (y_rep - problem.physics.A(x0)).flatten(1)
             loglik = -(resid**2).sum(1) / (2 * max(problem.sigma_y, 1e-12) ** 2)
-            log_w = state.log_w + (self.lam * loglik - state.log_g).reshape(K, N).T
-            return self._final(x0, log_w, state, generator), {"ess": ess(log_w)}
+            log_w = state.log_w + (self.lam * loglik - state.log_g).reshape(k_here, N).T
+            return self._final(x0, log_w, state, generator)
         mean = ancestral_step(x, x0, sigma, sigma_next, self.eta, noise=False)
         _, up = ancestral_sigmas(sigma, sigma_next, self.eta)
         shift = (up**2) * state.grad if self.twist else None
-        x_new = ancestral_step(x, x0, sigma, sigma_next, self.eta, generator, shift=shift)
+        x_new = ancestral_step(x, x0, sigma, sigma_next, self.eta, shift=shift, noise=False)
+        if up > 0:  # the whole K-particle noise, our rows (as ancestral_step would add it in one process)
+            x_new = x_new + up * self._mine(noise_like(x, generator, (K * N,) + tuple(x.shape[1:])))
         # log p(x'|x) − log q(x'|x) for Gaussians of equal variance up²
         if self.twist:
             log_pq = (-((x_new - mean) ** 2) + (x_new - mean - shift) ** 2).flatten(1).sum(1) / (2 * up**2)
         else:
-            log_pq = torch.zeros(K * N, dtype=x.dtype, device=x.device)
+            log_pq = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         x0_new, r_new, grad_new = self._evaluate(problem, prior, y_rep, x_new, sigma_next)
         log_g_inc, stat = POTENTIALS[self.potential](r_new, state.reward, state.stat, self.lam)
-        log_w = state.log_w + (log_pq + log_g_inc).reshape(K, N).T
+        log_w = state.log_w + (log_pq + log_g_inc).reshape(k_here, N).T
         new = _Particles(x=x_new, x0=x0_new, y_rep=y_rep, log_w=log_w, reward=r_new, grad=grad_new,
                          log_g=state.log_g + log_g_inc, stat=stat)
-        e = ess(log_w)
+        e = ess(log_w, self._comm)  # normalised over every process's particles
         if self.ess_threshold > 0 and bool((e < self.ess_threshold * K).any()):
             new = self._resample(new, e < self.ess_threshold * K, generator)
         return new, {"ess": e}
 
+    def _ancestors(self, log_w_all: torch.Tensor, generator) -> torch.Tensor:
+        """``(N, K)`` ancestor indices drawn from the normalised weights of every particle; each
+        process draws (so the generators stay in step) and process 0's draw is kept."""
+        return self._comm.broadcast(RESAMPLING[self.resampling](torch.softmax(log_w_all, -1), generator))
+
     def _resample(self, s: _Particles, which: torch.Tensor, generator) -> _Particles:
         """Resample the systems flagged in ``which`` (N,), copying paths; reset their weights."""
         K, N = self.particles, s.log_w.shape[0]
-        idx = RESAMPLING[self.resampling](torch.softmax(s.log_w, -1), generator)  # (N, K)
+        idx = self._ancestors(self._comm.all_gather(s.log_w, 1), generator)  # (N, K)
         keep = torch.arange(K, device=idx.device)[None].expand(N, K)
         idx = torch.where(which[:, None], idx, keep)
         flat = (idx.T * N + torch.arange(N, device=idx.device)[None]).reshape(-1)  # particle k·N + n
-
-        def pick(t):
-            return None if t is None else t[flat]
-
+        x, x0, reward, grad, log_g, stat = self._comm.take([s.x, s.x0, s.reward, s.grad, s.log_g, s.stat], flat)
         log_w = torch.where(which[:, None], torch.zeros_like(s.log_w), s.log_w)
-        return _Particles(x=pick(s.x), x0=pick(s.x0), y_rep=s.y_rep, log_w=log_w, reward=pick(s.reward),
-                          grad=pick(s.grad), log_g=pick(s.log_g), stat=pick(s.stat))
+        return _Particles(x=x, x0=x0, y_rep=s.y_rep, log_w=log_w, reward=reward, grad=grad, log_g=log_g, stat=stat)
 
-    def _final(self, x0, log_w, state, generator) -> _Particles:
+    def _final(self, x0, log_w, state, generator):
+        """The weighted mean and ``K`` equally weighted draws per problem from every particle
+        (gathered from every process), and the last ESS."""
         K, N = self.particles, log_w.shape[0]
-        w = torch.softmax(log_w, -1)  # (N, K)
-        xs = x0.reshape((K, N) + tuple(x0.shape[1:]))
+        log_w = self._comm.all_gather(log_w, 1)  # (N, K)
+        w = torch.softmax(log_w, -1)
+        xs = self._comm.all_gather(x0, 0).reshape((K, N) + tuple(x0.shape[1:]))
         mean = torch.einsum("nk,kn...->n...", w.to(xs.dtype), xs)
-        idx = RESAMPLING[self.resampling](w, generator)
+        idx = self._ancestors(log_w, generator)
         draws = xs[idx.T, torch.arange(N)[None]]  # (K, N, ...): K equally weighted draws per problem
-        return _Particles(x=draws.reshape((K * N,) + tuple(x0.shape[1:])), x0=x0, y_rep=state.y_rep, log_w=log_w,
-                          mean=mean, samples=draws)
+        # x: the draws of every particle; x0: this process's particles (as in the earlier steps)
+        return (_Particles(x=draws.reshape((K * N,) + tuple(x0.shape[1:])), x0=x0, y_rep=state.y_rep, log_w=log_w,
+                           mean=mean, samples=draws),
+                {"ess": ess(log_w)})
 
     def finalize(self, state, batch):
         """``K`` equally weighted draws per problem (after a final resampling), ``(K·S, B, C, H, W)``,
