@@ -20,8 +20,9 @@ def _add_train(sub):
     p.add_argument("--data", default="phantoms",
                    help="training data: 'phantoms' (invdiff.data body phantoms, CT+MRI contrast), "
                         "'photos' (scikit-image photographs, training split), 'photos:NAME,NAME,...' "
-                        "(chosen scikit-image photographs) or 'folder:PATH' "
-                        "(PNG/JPEG/TIFF/DICOM/npy files in PATH)")
+                        "(chosen scikit-image photographs), 'folder:PATH' "
+                        "(PNG/JPEG/TIFF/DICOM/npy files in PATH) or 'corpus:NAME' (the training split of a "
+                        "real-image corpus of invdiff.data.corpora: ct, mri, photo)")
     p.add_argument("--size", type=int, default=64, help="training resolution in pixels (square); a multiple of 8, "
                    "since the UNet halves it 3 times")
     p.add_argument("--channels", type=int, default=1, choices=(1, 3), help="1 (grey) or 3 (RGB)")
@@ -44,11 +45,23 @@ def _add_train(sub):
     p.add_argument("--no-color-aug", action="store_true", help="no random channel permutation of RGB crops")
     p.add_argument("--stop-after", type=int, default=0,
                    help="stop (after saving) at this step, keeping the --steps learning-rate schedule; 0: run to --steps")
+    p.add_argument("--patch-sizes", default="", help="comma-separated patch sizes, e.g. '32,48,64': train a "
+                   "position-aware patch prior (PaDIS) on patches of --size frames, with 2 position channels; "
+                   "it denoises images of any size >= the largest patch")
+    p.add_argument("--intensity-aug", type=float, default=0.0, help="scale each training image by a random "
+                   "factor in [1-a, 1+a] (clipped to [0, 1]); 0: off")
     p.add_argument("--resume", action="store_true", help="resume from OUT.ckpt.pt if it exists (it must come "
                    "from a run with the same --base and --channels; a corrupt one is reported, not used)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--out", required=True, help="output .safetensors file (EMA weights + metadata)")
     p.set_defaults(func=_cmd_train)
+
+
+def _int_list(text: str, option: str) -> tuple:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise CLIError(f"{option} must be comma-separated integers, got {text!r}") from None
 
 
 def _cmd_train(args, argv):
@@ -61,7 +74,8 @@ def _cmd_train(args, argv):
                       batch=args.batch, lr=args.lr, base=args.base, seed=args.seed,
                       threads=args.threads, device=args.device, ckpt_minutes=args.ckpt_minutes, init=args.init,
                       color_aug=not args.no_color_aug, stop_after=args.stop_after,
-                      max_minutes=args.max_minutes, out=args.out,
+                      max_minutes=args.max_minutes, out=args.out, patch_sizes=_int_list(args.patch_sizes, "--patch-sizes"),
+                      intensity_aug=args.intensity_aug,
                       command="invdiff " + " ".join(shlex.quote(a) for a in argv if a != "--resume"))
     path = train(cfg, resume=args.resume, progress=not args.no_progress)
     print(f"wrote {path}")

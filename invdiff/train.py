@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.splits import PHANTOM_TRAIN_SEED, PHOTO_HELD_OUT, PHOTO_TRAIN, PHOTO_TRAIN_STAGE1  # noqa: F401
+from .priors.patch import PatchPrior
 from .priors.unet import EDMPrior, UNet, UNetConfig, unet_config_problem
 
 __all__ = ["TrainConfig", "train", "make_sampler", "export_safetensors"]
@@ -50,7 +51,7 @@ class TrainConfig:
     depend on ``mults`` (the error message lists them).
     """
 
-    data: str = "phantoms"          # phantoms | photos | folder:PATH
+    data: str = "phantoms"          # phantoms | photos | folder:PATH | corpus:NAME
     size: int = 64
     channels: int = 1
     steps: int = 10000
@@ -79,12 +80,15 @@ class TrainConfig:
     init: str = ""                  # optional: start from the weights of an earlier checkpoint
     color_aug: bool = True          # random channel permutation of RGB crops
     stop_after: int = 0             # 0: run to `steps`; otherwise stop (and save) at this step
+    patch_sizes: tuple = ()         # non-empty: position-aware patch training (PatchPrior); `size` is the frame
+    intensity_aug: float = 0.0      # scale each training image by a factor in [1 - a, 1 + a] (clipped to [0, 1])
     command: str = ""
     extra: dict = field(default_factory=dict)
 
     def unet_config(self) -> UNetConfig:
         return UNetConfig(channels=self.channels, base=self.base, mults=tuple(self.mults),
-                          blocks=self.blocks, attention_levels=tuple(self.attention_levels))
+                          blocks=self.blocks, attention_levels=tuple(self.attention_levels),
+                          cond_channels=2 if self.patch_sizes else 0)
 
     def __post_init__(self):
         self.validate()
@@ -95,9 +99,17 @@ class TrainConfig:
 
         if not isinstance(self.data, str) or not (
                 self.data in ("phantoms", "photos") or (self.data.startswith("photos:") and self.data[7:])
-                or (self.data.startswith("folder:") and self.data[7:])):
-            raise ValueError(f"--data must be 'phantoms', 'photos', 'photos:NAME,...' or 'folder:PATH', "
-                             f"got {self.data!r}")
+                or (self.data.startswith("folder:") and self.data[7:]) or self.data.startswith("corpus:")):
+            raise ValueError(f"--data must be 'phantoms', 'photos', 'photos:NAME,...', 'folder:PATH' or "
+                             f"'corpus:NAME', got {self.data!r}")
+        if self.data.startswith("corpus:"):
+            from .data.corpora import CORPORA
+
+            if self.data[7:] not in CORPORA:
+                raise ValueError(f"--data {self.data!r}: unknown corpus; known corpora: {', '.join(CORPORA)}")
+            if (self.data[7:] == "photo") != (self.channels == 3):
+                raise ValueError(f"--data {self.data} needs --channels {3 if self.data[7:] == 'photo' else 1}, "
+                                 f"got {self.channels}")
         if positive_int(self.channels, "--channels") not in (1, 3):
             raise ValueError(f"--channels must be 1 (grey) or 3 (RGB), got {self.channels}")
         if self.data == "phantoms" and self.channels != 1:
@@ -117,6 +129,13 @@ class TrainConfig:
                 raise ValueError(f"attention_levels entries must be < len(mults) = {len(self.mults)}, "
                                  f"got {self.attention_levels!r}")
         k = 2 ** (len(self.mults) - 1)
+        if not isinstance(self.patch_sizes, (tuple, list)):
+            raise TypeError(f"patch_sizes must be a tuple of integers, got {self.patch_sizes!r}")
+        for ps in self.patch_sizes:
+            if positive_int(ps, "--patch-sizes entries") % k or ps > self.size:
+                raise ValueError(f"--patch-sizes entries must be multiples of {k} and <= --size ({self.size}, the "
+                                 f"frame), got {tuple(self.patch_sizes)}")
+        real_number(self.intensity_aug, "--intensity-aug", low=0.0, high=0.9)
         if positive_int(self.size, "--size") % k:
             raise ValueError(f"--size must be a multiple of {k} (the UNet halves the image {len(self.mults) - 1} "
                              f"times), got {self.size}")
@@ -129,9 +148,10 @@ class TrainConfig:
             raise ValueError(f"--base {self.base} does not fit the UNet: {problem}; with mults={tuple(self.mults)}, "
                              f"--base must be a multiple of 8 (8, 16, 24, 32, ...){extra}")
         try:  # shapes only: the meta device allocates nothing and draws no random numbers
+            side = min(self.patch_sizes) if self.patch_sizes else self.size
+            cin = self.channels + self.unet_config().cond_channels
             with torch.device("meta"):
-                UNet(self.unet_config())(torch.zeros(self.batch, self.channels, self.size, self.size),
-                                         torch.zeros(self.batch))
+                UNet(self.unet_config())(torch.zeros(self.batch, cin, side, side), torch.zeros(self.batch))
         except (ValueError, RuntimeError) as err:
             raise ValueError(f"--size {self.size} is too small for the UNet with --base {self.base} and "
                              f"mults={tuple(self.mults)}: {err}") from None
@@ -215,10 +235,73 @@ def _pyramid_sampler(images, cfg: TrainConfig, generator: torch.Generator, scale
     return sample
 
 
+def _patch_sampler(images, cfg: TrainConfig, generator: torch.Generator):
+    """Position-tagged patches for :class:`~invdiff.priors.patch.PatchPrior` training.
+
+    Each example is a ``cfg.size`` frame of a random training image (a random window when the
+    image is larger, centred in zero padding when smaller, flipped left-right half the time),
+    from which :func:`~invdiff.priors.patch.patch_training_batch` cuts one patch. One patch size
+    per batch, drawn from ``cfg.patch_sizes``; smaller patches come in proportionally larger
+    batches so that every step sees about as many pixels.
+    """
+    import torch.nn.functional as F
+
+    from .priors.patch import patch_training_batch
+
+    side = cfg.size
+    largest = max(cfg.patch_sizes)
+
+    def frame(img):
+        c, h, w = img.shape
+        ph, pw = max(0, side - h), max(0, side - w)
+        img = F.pad(img, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+        i = int(torch.randint(img.shape[-2] - side + 1, (1,), generator=generator))
+        j = int(torch.randint(img.shape[-1] - side + 1, (1,), generator=generator))
+        out = img[:, i:i + side, j:j + side]
+        return out.flip(-1) if torch.rand(1, generator=generator) < 0.5 else out
+
+    def sample(batch):
+        ps = cfg.patch_sizes[int(torch.randint(len(cfg.patch_sizes), (1,), generator=generator))]
+        n = max(1, round(batch * (largest / ps) ** 2))
+        idx = torch.randint(len(images), (n,), generator=generator)
+        frames = torch.stack([frame(images[int(k)]) for k in idx])
+        return patch_training_batch(frames, ps, generator)
+
+    return sample
+
+
+def _corpus_images(cfg: TrainConfig) -> list[torch.Tensor]:
+    from .data.corpora import training_images
+
+    out = []
+    for img in training_images(cfg.data[len("corpus:"):], frame=cfg.size):
+        t = torch.as_tensor(img, dtype=torch.float32)
+        out.append(t[None] if t.ndim == 2 else t.permute(2, 0, 1).contiguous())
+    return out
+
+
 def make_sampler(cfg: TrainConfig, generator: torch.Generator):
-    """Return ``sample(batch) -> (batch, C, size, size)`` for ``cfg.data``."""
+    """Return ``sample(batch)`` for ``cfg.data``: images ``(batch, C, size, size)``, or with
+    ``cfg.patch_sizes`` a pair ``(patches, positions)`` (:func:`_patch_sampler`)."""
     from .data import io
 
+    if cfg.patch_sizes:
+        if cfg.data == "phantoms":
+            from .data.phantoms import body_phantoms
+
+            pool_gen = torch.Generator().manual_seed(PHANTOM_TRAIN_SEED + cfg.seed)
+            images = list(body_phantoms(min(cfg.n_phantoms, cfg.steps * cfg.batch), cfg.size, "mixed",
+                                        generator=pool_gen))
+        elif cfg.data.startswith("corpus:"):
+            images = _corpus_images(cfg)
+        elif cfg.data.startswith("folder:"):
+            images = io.load_folder(cfg.data[len("folder:"):], channels=cfg.channels)
+        else:
+            names = PHOTO_TRAIN if cfg.data == "photos" else tuple(cfg.data[len("photos:"):].split(","))
+            images = [io.sample_photo(name, channels=cfg.channels) for name in names]
+        return _patch_sampler(images, cfg, generator)
+    if cfg.data.startswith("corpus:"):  # random crops at the images' own pixel scale (fully convolutional prior)
+        return _pyramid_sampler(_corpus_images(cfg), cfg, generator, scales=(1.0,))
     if cfg.data == "phantoms":
         return _phantom_sampler(cfg, generator)
     if cfg.data == "photos" or cfg.data.startswith("photos:"):
@@ -241,6 +324,9 @@ def _metadata(cfg: TrainConfig, step: int, seconds: float) -> dict:
         "sigma_min": str(cfg.sigma_min),
         "sigma_max": str(cfg.sigma_max),
         "img_size": json.dumps([cfg.size, cfg.size]),
+        **({"patch": str(max(cfg.patch_sizes)), "frame": str(cfg.size),
+            "patch_sizes": json.dumps(list(cfg.patch_sizes))} if cfg.patch_sizes else {}),
+        "intensity_aug": str(cfg.intensity_aug),
         "channels": str(cfg.channels),
         "data": cfg.data,
         "data_range": "[0, 1]",
@@ -290,7 +376,8 @@ _CKPT_KEYS = ("net", "ema", "opt", "generator", "step", "seconds")
 
 def _arch(config: UNetConfig) -> str:
     return (f"base={config.base}, channels={config.channels}, mults={tuple(config.mults)}, "
-            f"blocks={config.blocks}, attention_levels={tuple(config.attention_levels)}")
+            f"blocks={config.blocks}, attention_levels={tuple(config.attention_levels)}, "
+            f"cond_channels={config.cond_channels} ({'patch prior' if config.cond_channels else 'whole images'})")
 
 
 def _load_resume(path: Path, cfg: TrainConfig, net, ema, opt, generator) -> tuple[int, float]:
@@ -321,7 +408,7 @@ def _load_resume(path: Path, cfg: TrainConfig, net, ema, opt, generator) -> tupl
             raise ValueError(f"--resume checkpoint {name} has an unreadable architecture record") from None
         if have != want:
             raise ValueError(f"--resume checkpoint {name} was written for {_arch(have)} but this run asks "
-                             f"{_arch(want)}; resume with the same --base and --channels, or use another --out")
+                             f"{_arch(want)}; resume with the same --base, --channels and --patch-sizes (or none), or use another --out")
     expected = net.state_dict()
     for part in ("net", "ema"):
         sd = state[part]
@@ -400,8 +487,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
     if resume and ckpt_path.exists():
         step, seconds = _load_resume(ckpt_path, cfg, net, ema, opt, generator)
     sample = make_sampler(cfg, generator)
-    prior = EDMPrior(net, sigma_data=cfg.sigma_data, sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max)
-    ema_prior = EDMPrior(ema, sigma_data=cfg.sigma_data, sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max)
+    if cfg.patch_sizes:
+        kw = dict(patch=max(cfg.patch_sizes), frame=cfg.size, sigma_data=cfg.sigma_data, sigma_min=cfg.sigma_min,
+                  sigma_max=cfg.sigma_max)
+        prior, ema_prior = PatchPrior(net, **kw), PatchPrior(ema, **kw)
+    else:
+        prior = EDMPrior(net, sigma_data=cfg.sigma_data, sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max)
+        ema_prior = EDMPrior(ema, sigma_data=cfg.sigma_data, sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max)
 
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=f"train {out.name}")
     t_start = time.perf_counter()
@@ -413,12 +505,20 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
         for group in opt.param_groups:
             group["lr"] = lr
         x0 = sample(cfg.batch)
-        sigma = torch.exp(cfg.p_mean + cfg.p_std * torch.randn(cfg.batch, generator=generator))
+        x0, pos = x0 if isinstance(x0, tuple) else (x0, None)
+        n = x0.shape[0]
+        if cfg.intensity_aug:
+            scale = 1 + cfg.intensity_aug * (2 * torch.rand(n, 1, 1, 1, generator=generator) - 1)
+            x0 = (x0 * scale).clamp(0, 1)
+        sigma = torch.exp(cfg.p_mean + cfg.p_std * torch.randn(n, generator=generator))
         sigma = sigma.clamp(cfg.sigma_min, cfg.sigma_max)
         noise = torch.randn(x0.shape, generator=generator)
         x0, sigma, noise = x0.to(device), sigma.to(device), noise.to(device)
         s4 = sigma[:, None, None, None]
-        denoised = prior.denoise(x0 + s4 * noise, sigma)
+        if pos is None:
+            denoised = prior.denoise(x0 + s4 * noise, sigma)
+        else:  # patches: pixels outside the frame are read as 0 and returned as 0 (PatchPrior.patch_denoise)
+            denoised = prior.patch_denoise(x0 + s4 * noise, s4, pos.to(device))
         loss = (prior.loss_weight(s4) * (denoised - x0) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -53,7 +53,7 @@ import torch
 from .io import hu_to_unit
 
 __all__ = ["Source", "SOURCES", "corpus", "corpus_images", "is_held_out", "source_path", "load_source",
-           "volume_slices", "native_axis", "REAL_DIR", "CORPORA", "SPLITS"]
+           "volume_slices", "native_axis", "training_images", "REAL_DIR", "CORPORA", "SPLITS"]
 
 #: the corpora and the splits every corpus has
 CORPORA = ("ct", "mri", "photo")
@@ -325,3 +325,49 @@ def corpus_images(name: str, split: str, size: int, n: int) -> torch.Tensor:
     arr = np.stack(pool[:n]).astype(np.float32)
     t = torch.as_tensor(arr)
     return t[:, None] if t.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()
+
+
+def _resample_isotropic(vol: np.ndarray, zooms, mm: float) -> np.ndarray:
+    """``vol`` resampled (linear) to ``mm``-millimetre isotropic voxels."""
+    from scipy.ndimage import zoom
+
+    factors = [z / mm for z in zooms[:3]]
+    return vol if all(abs(f - 1) < 1e-3 for f in factors) else zoom(vol, factors, order=1)
+
+
+def training_images(name: str, *, mm: float = 1.0, min_content: float = 0.1, frame: int = 256) -> list[np.ndarray]:
+    """Every training image of corpus ``name`` at the pixel scale its problems are solved at.
+
+    * ``ct``: the training split's slices and frames in Hounsfield-unit intensities
+      (:func:`~invdiff.data.io.hu_to_unit`), at their own pixel scale (the CT problems cut windows
+      of native-scale slices).
+    * ``mri``: the training volumes resampled to ``mm``-millimetre isotropic voxels (the scale of the
+      MRI problems' slices), sliced in all three orientations, keeping slices whose content
+      (intensity > 0.05) covers at least ``min_content`` of the slice; the single MR slices
+      shrunk to fit a ``frame``-pixel frame.
+    * ``photo``: the training photographs (RGB ``(H, W, 3)``; grey ones repeated over 3 channels).
+
+    Returns a list of float arrays in [0, 1], ``(H, W)`` or ``(H, W, 3)``, sizes varying. Only the
+    ``train`` split is read: validation and test sources never enter.
+    """
+    out: list[np.ndarray] = []
+    for src in corpus(name, "train"):
+        if name == "mri" and src.file.endswith((".nii", ".nii.gz")):
+            vol, zooms = _canonical_volume(source_path(src))
+            vol = _percentile_unit(_resample_isotropic(vol, zooms, mm))
+            for axis in range(3):
+                for s in volume_slices(vol, axis):
+                    if (s > 0.05).mean() >= min_content:
+                        out.append(np.ascontiguousarray(s))
+            continue
+        imgs = load_source(src)
+        for img in imgs:
+            if name == "photo" and img.ndim == 2:
+                img = np.repeat(img[..., None], 3, axis=-1)
+            if name == "mri" and max(img.shape) > frame:
+                img = _fit(img, frame)
+            if min(img.shape[:2]) >= 32:
+                out.append(np.ascontiguousarray(img))
+    if not out:
+        raise ValueError(f"the training split of the {name} corpus gave no image")
+    return out

@@ -40,6 +40,9 @@ class UNetConfig:
     attention_levels: tuple = (2,)
     emb_dim: int = 128
     dropout: float = 0.0
+    #: extra input channels that condition the network and are not denoised (2 for the pixel
+    #: positions of :class:`~invdiff.priors.patch.PatchPrior`); the output has ``channels``
+    cond_channels: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -49,7 +52,7 @@ class UNetConfig:
         d = json.loads(text)
         d["mults"] = tuple(d["mults"])
         d["attention_levels"] = tuple(d["attention_levels"])
-        return cls(**d)
+        return cls(**d)  # files written before cond_channels existed take its default, 0
 
 
 def _groups(ch: int) -> int:
@@ -104,7 +107,7 @@ class UNet(nn.Module):
         self.freqs = nn.Parameter(torch.randn(c.emb_dim // 2) * 4.0, requires_grad=False)
         self.emb_mlp = nn.Sequential(nn.Linear(c.emb_dim, c.emb_dim), nn.SiLU(),
                                      nn.Linear(c.emb_dim, c.emb_dim))
-        self.inp = nn.Conv2d(c.channels, c.base, 3, padding=1)
+        self.inp = nn.Conv2d(c.channels + c.cond_channels, c.base, 3, padding=1)
         self.down = nn.ModuleList()
         chans = [c.base]
         ch = c.base
@@ -197,6 +200,11 @@ class EDMPrior(Prior):
                              f"got {tuple(x.shape)}")
 
     def _denoise(self, x, sigma):
+        return self.network_denoise(x, sigma)
+
+    def network_denoise(self, x, sigma, cond=None):
+        """The preconditioned network ``D(x, sigma)`` on validated input; ``cond`` (optional,
+        ``(B, cond_channels, H, W)``) is appended to the network's input channels unscaled."""
         sd = self.sigma_data
         c_skip = sd**2 / (sigma**2 + sd**2)
         c_out = sigma * sd / torch.sqrt(sigma**2 + sd**2)
@@ -206,7 +214,10 @@ class EDMPrior(Prior):
         # The network runs in its own floating dtype (float64 or float16 input into a float32
         # network is cast at this boundary); the result is in x's dtype.
         net_dtype = next((p.dtype for p in self.net.parameters() if p.is_floating_point()), x.dtype)
-        out = self.net((c_in * xc).to(net_dtype), c_noise.to(net_dtype)).to(x.dtype)
+        inp = (c_in * xc).to(net_dtype)
+        if cond is not None:
+            inp = torch.cat([inp, cond.to(device=inp.device, dtype=net_dtype)], dim=1)
+        out = self.net(inp, c_noise.to(net_dtype)).to(x.dtype)
         return 0.5 + c_skip * xc + c_out * out
 
     def loss_weight(self, sigma):

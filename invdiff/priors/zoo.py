@@ -160,8 +160,18 @@ def load_checkpoint(path, *, sha256: str | None = None, entry: dict | None = Non
         net.load_state_dict(tensors)
     except RuntimeError as err:
         raise ValueError(f"weights in {str(p)!r} do not fit the UNet described in its metadata: {err}") from err
-    prior = EDMPrior(net, sigma_data=sigma_data, sigma_min=sigma_min, sigma_max=sigma_max,
-                     img_size=img_size)
+    if "patch" in meta:  # a position-aware patch prior (invdiff train --patch-sizes)
+        from .patch import PatchPrior
+
+        try:
+            patch, frame = int(meta["patch"]), int(meta["frame"])
+        except (KeyError, ValueError) as err:
+            raise ValueError(f"checkpoint {str(p)!r} has unreadable patch metadata: {err}") from None
+        prior = PatchPrior(net, patch=patch, frame=frame, sigma_data=sigma_data, sigma_min=sigma_min,
+                           sigma_max=sigma_max)
+    else:
+        prior = EDMPrior(net, sigma_data=sigma_data, sigma_min=sigma_min, sigma_max=sigma_max,
+                         img_size=img_size)
     prior.metadata = dict(meta)
     prior.eval().requires_grad_(False)
     return prior
