@@ -94,3 +94,28 @@ def test_every_source_is_where_its_package_installs_it(src):
         assert "install" in str(err)
         pytest.skip(f"{src.package} not installed here")
     assert imgs.ndim in (3, 4) and 0 <= imgs.min() and imgs.max() <= 1 and imgs.std() > 0.02
+
+
+def test_training_images_read_the_training_split_only(monkeypatch):
+    """Priors train on the training sources alone: every file touched is listed under `train`."""
+    touched = []
+    real_path = corpora.source_path
+    monkeypatch.setattr(corpora, "source_path", lambda src: touched.append(src) or real_path(src))
+    imgs = corpora.training_images("ct")
+    assert touched and all(s.split == "train" and s.corpus == "ct" for s in touched)
+    assert len(imgs) == sum(len(corpora.load_source(s)) for s in corpus("ct", "train"))
+    assert all(0 <= i.min() and i.max() <= 1 for i in imgs)
+
+
+def test_mri_training_volumes_are_resampled_to_the_problems_scale_in_three_orientations():
+    (src,) = [s for s in corpus("mri", "train") if s.file.endswith(".nii.gz")]
+    try:
+        corpora.source_path(src)
+    except FileNotFoundError:
+        pytest.skip(f"{src.package} not installed here")
+    imgs = corpora.training_images("mri")
+    # KmeansTest: 128 x 128 x 62 voxels of 2 x 2 x 3 mm -> 256 x 256 x 186 at 1 mm; slices of all three axes
+    shapes = {i.shape for i in imgs if i.ndim == 2}
+    assert {(256, 256), (186, 256), (256, 186)} <= shapes
+    vol = [i for i in imgs if i.shape != (256, 256) and i.shape != (64, 64)]
+    assert len(vol) > 100 and all(float((i > 0.05).mean()) >= 0.1 for i in vol)

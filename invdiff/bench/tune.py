@@ -19,19 +19,19 @@ __all__ = ["tune_problem"]
 
 
 def tune_problem(name: str, methods, *, images: int = 2, steps: int = 100, seed: int = 0,
-                 noise_seed: int = 1) -> dict:
+                 noise_seed: int = 1, prior=None) -> dict:
     """Grid-search each of ``methods`` on ``images`` validation images of problem ``name``.
 
     Returns ``{method: {"params", "validation_psnr", "grid": [{"params", "psnr"}, …]}}`` for
     every method that has a grid and can run on the problem. ``noise_seed`` draws the
-    measurement noise, ``seed`` the samplers.
+    measurement noise, ``seed`` the samplers. ``prior`` (a :class:`~invdiff.priors.Prior`)
+    replaces the problem's own prior, e.g. to compare candidate priors on validation.
     """
     from ..metrics import psnr
     from ..problems import get_problem
 
     spec = get_problem(name)
     pb = spec.make("validation", images, seed=noise_seed)
-    prior = None
     out = {}
     for m in map(get_method, methods):
         if not m.grid or not_applicable(m, spec):
