@@ -14,7 +14,8 @@ from invdiff.operators import (box_inpainting, gaussian_blur, mask_inpainting, m
                                super_resolution)
 from invdiff.problems import get_problem
 from invdiff.solvers import BASELINES, bm3d_denoise, bm3d_restore, pinv, wavelet_l1
-from invdiff.solvers.bm3d import _data_step, initial_estimate
+from invdiff.operators.spectral import data_prox
+from invdiff.solvers.bm3d import initial_estimate
 from invdiff.solvers.wavelet import wavelet_l1_objective, wavelet_weight
 from invdiff.linalg import cg
 
@@ -166,7 +167,7 @@ def test_bm3d_closed_form_data_steps_match_cg(make):
     y = op.A(torch.rand(1, 3, 32, 32, generator=g, dtype=torch.float64))
     z = torch.rand(1, 3, 32, 32, generator=g, dtype=torch.float64)
     for mu in (0.01, 1.0):
-        got = _data_step(op, y, z, mu, 0)
+        got = data_prox(op, y, z, mu, cg_iters=0)
         want = cg(lambda v: op.A_adjoint(op.A(v)) + mu * v, op.A_adjoint(y) + mu * z, z, max_iter=1000, tol=1e-12)
         assert (got - want).norm() < 1e-6 * want.norm()
 

@@ -138,15 +138,41 @@ class _RealInputMixin(ShapeChecked):
         return self.A_adjoint(y)
 
     def prox_l2(self, z, y, gamma, **kwargs):
-        """``argmin_x ½‖A x − y‖² + ‖x − z‖²/(2γ)``. Real-input MRI has no Fourier-diagonal normal
-        operator (``AᵀA x = Re(F⁻¹ M F x)``), so deepinv's SVD prox does not apply; CG
-        (:func:`invdiff.linalg.cg`) on ``(AᵀA + I/γ) x = Aᵀy + z/γ`` instead."""
+        """``argmin_x ½‖A x − y‖² + ‖x − z‖²/(2γ)``, i.e. ``(AᵀA + I/γ) x = Aᵀy + z/γ``.
+
+        Real-input MRI has no SVD of deepinv's form (its singular vectors are complex), but for
+        one coil its normal operator on real images is still Fourier-diagonal: for real ``x``,
+        ``AᵀA x = Re(F⁻¹ M F x) = F⁻¹ diag(w) F x`` with ``w(k) = (M(k) + M(−k))/2`` (the
+        conjugate symmetry of ``F x``). ``w`` is read off the operator itself, as the spectrum
+        of its normal operator's impulse response, so it follows any mask and FFT convention;
+        the solve is then one FFT pair. Multi-coil operators (coil maps break the symmetry) use
+        CG (:func:`invdiff.linalg.cg`)."""
         if not self.real_input:
             return super().prox_l2(z, y, gamma, **kwargs)
+        if self.fourier_diagonal:
+            # z + (AᵀA + I/γ)⁻¹ Aᵀ(y − A z), solved where w > 0 only: Aᵀ(·) has no component on the
+            # frequencies nobody samples (w = 0), and dividing its rounding noise there by 1/γ
+            # (1e-8 early in a diffusion run) would amplify it a hundred-million-fold
+            w = self.normal_spectrum(z)
+            r = torch.fft.fft2(self.A_adjoint(y - self.A(z)))
+            step = torch.where(w > 0.25, r / (w + 1 / gamma), torch.zeros((), dtype=r.dtype, device=r.device))
+            return z + torch.fft.ifft2(step).real.to(z.dtype)
         from ..linalg import cg
 
         rhs = self.A_adjoint(y) + z / gamma
         return cg(lambda x: self.A_adjoint(self.A(x)) + x / gamma, rhs, z, max_iter=100, tol=1e-8)
+
+    @property
+    def fourier_diagonal(self) -> bool:
+        """Whether ``AᵀA`` on real images is diagonal in the Fourier basis (single coil, real input)."""
+        return self.real_input and not isinstance(self, deepinv.physics.MultiCoilMRI)
+
+    def normal_spectrum(self, like: torch.Tensor) -> torch.Tensor:
+        """``w`` with ``AᵀA x = F⁻¹(w · F x)`` for real images shaped like ``like`` (one ``w`` per
+        batch element, so per-slice masks work): the FFT of ``AᵀA δ`` for a unit impulse ``δ``."""
+        delta = torch.zeros_like(like)
+        delta[..., 0, 0] = 1
+        return torch.fft.fft2(self.A_adjoint(self.A(delta))).real
 
 
 class _MRI(_RealInputMixin, deepinv.physics.MRI):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["has_svd", "require_svd", "singular_values", "truncated_pinv", "real_part"]
+__all__ = ["has_svd", "require_svd", "singular_values", "truncated_pinv", "real_part", "has_exact_prox", "data_prox"]
 
 
 def has_svd(physics) -> bool:
@@ -66,3 +66,35 @@ def truncated_pinv(physics, y: torch.Tensor, cutoff: float) -> torch.Tensor:
     s = singular_values(physics, y)
     keep = s > max(cutoff, 1e-5)
     return physics.V(physics.U_adjoint(y) * torch.where(keep, 1 / torch.where(keep, s, 1), 0))
+
+
+def has_exact_prox(physics) -> bool:
+    """Whether ``physics.prox_l2`` is a closed form: operators with an SVD (deepinv's
+    ``DecomposablePhysics`` prox), circular downsampling (deepinv's FFT closed form) and
+    single-coil real-input MRI (Fourier-diagonal normal operator, :mod:`invdiff.operators.mri`)."""
+    import deepinv
+
+    return (has_svd(physics) or getattr(physics, "fourier_diagonal", False)
+            or (isinstance(physics, deepinv.physics.Downsampling) and getattr(physics, "padding", "") == "circular"))
+
+
+def data_prox(physics, y: torch.Tensor, z: torch.Tensor, mu: float, *, cg_iters: int, tol: float = 1e-6):
+    """``argmin_x ½‖A x − y‖² + (μ/2)‖x − z‖²``, i.e. ``(AᵀA + μ I) x = Aᵀy + μ z``.
+
+    The operator's closed form where it has one (:func:`has_exact_prox`), otherwise the
+    package's CG (:func:`invdiff.linalg.cg`) warm-started at ``z`` with ``cg_iters`` iterations.
+    """
+    if has_svd(physics):
+        # z + V diag(s̄ / (|s|² + μ)) Uᴴ (y − A z): the residual form with the SVD's own factors.
+        # deepinv's prox divides Vᴴ(Aᵀy + μ z) by |s|² + μ, whose rounding noise on tiny singular
+        # values is amplified by 1/μ (μ ~ 1e-8 early in a diffusion run); here by at most 1/(2√μ).
+        s = singular_values(physics)
+        c = physics.U_adjoint(y - physics.A(z))
+        s = s.to(device=c.device, dtype=c.dtype if s.is_complex() or not c.is_complex() else c.real.dtype)
+        return z + real_part(physics.V(s.conj() * c / (s.abs() ** 2 + mu))).to(z.dtype)
+    if has_exact_prox(physics):
+        return physics.prox_l2(z, y, 1.0 / mu)
+    from ..linalg import cg
+
+    return cg(lambda v: physics.A_adjoint(physics.A(v)) + mu * v, physics.A_adjoint(y) + mu * z, z,
+              max_iter=cg_iters, tol=tol)

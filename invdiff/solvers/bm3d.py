@@ -32,8 +32,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..linalg import cg
-from ..operators.spectral import has_svd
+from ..operators.spectral import data_prox
 from ..problem import Problem, check_finite
 from ..validation import positive_int, real_number
 from .baselines import SIGMA_FLOOR, pinv
@@ -153,16 +152,6 @@ def initial_estimate(problem: Problem) -> torch.Tensor:
         return pinv(problem)
 
 
-def _data_step(physics, y: torch.Tensor, z: torch.Tensor, mu: float, cg_iters: int) -> torch.Tensor:
-    """``argmin_x ½‖A x − y‖² + (μ/2)‖x − z‖²``: closed form where available, CG otherwise."""
-    import deepinv
-
-    if has_svd(physics) or (isinstance(physics, deepinv.physics.Downsampling) and physics.padding == "circular"):
-        return physics.prox_l2(z, y, 1.0 / mu)
-    return cg(lambda v: physics.A_adjoint(physics.A(v)) + mu * v, physics.A_adjoint(y) + mu * z, z,
-              max_iter=cg_iters, tol=1e-6)
-
-
 def bm3d_restore(problem: Problem, sigma_d: float | None = None, *, iters: int = 30, rho: float = 0.25,
                  sigma_start: float = 0.2, final_stage: str = "all", cg_iters: int = 30,
                  x0: torch.Tensor | None = None) -> torch.Tensor:
@@ -222,6 +211,6 @@ def bm3d_restore(problem: Problem, sigma_d: float | None = None, *, iters: int =
     with torch.no_grad():
         z = initial_estimate(problem) if x0 is None else check_finite(x0, "x0").detach().clone()
         for k, s in enumerate(sigmas):
-            x = _data_step(physics, y, z, rho * sigma_d**2 / s**2, cg_iters)
+            x = data_prox(physics, y, z, rho * sigma_d**2 / s**2, cg_iters=cg_iters)
             z = bm3d_denoise(x, s, stage=final_stage if k == iters - 1 else "ht")
     return z

@@ -9,9 +9,11 @@ Zhu, Zhang, Liang, Cao, Wen, Timofte, Van Gool, CVPRW 2023, Algorithm 1. Per ste
     \\hat ε &= (x - \\tilde x_0)/σ,\\qquad
     x' = \\tilde x_0 + σ'\\big(\\sqrt{1 - ζ}\\,\\hat ε + \\sqrt{ζ}\\,ε\\big),\\ ε \\sim N(0, I).
 
-The data step solves ``(AᵀA + ρ I) z = Aᵀy + ρ x̂0`` by the package's CG
-(:func:`invdiff.linalg.cg`, warm-started at ``x̂0``); for masks (inpainting) this is the
-exact closed form after one iteration. Units: the official code measures ``σ_y`` on [0, 1]
+The data step solves ``(AᵀA + ρ I) z = Aᵀy + ρ x̂0`` in closed form where the normal
+operator is diagonal in a known basis (inpainting, circular blur and downsampling,
+single-coil MRI: :func:`~invdiff.operators.spectral.data_prox`) and by the package's CG
+(:func:`invdiff.linalg.cg`, warm-started at ``x̂0``, ``cg_iters`` iterations) otherwise (CT,
+multi-coil MRI, padded blur). Units: the official code measures ``σ_y`` on [0, 1]
 images and ``σ̄ = sqrt(1 − ᾱ)/sqrt(ᾱ)`` on [−1, 1] images, i.e. ``σ̄ = 2σ`` here, so
 ``ρ_σ = λ σ_y² / (4σ²)``. One network call per step, no VJP.
 
@@ -36,7 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..linalg import cg
+from ..operators.spectral import data_prox
 from .base import noise_like, Solver, State
 
 __all__ = ["DiffPIR"]
@@ -62,10 +64,9 @@ class DiffPIR(Solver):
                              f"{self.cg_iters}")
 
     def data_step(self, problem, x0: torch.Tensor, rho: float) -> torch.Tensor:
-        """``argmin_z ‖y − A z‖² + ρ ‖z − x0‖²`` by CG warm-started at ``x0``."""
-        A = problem.physics
-        rhs = A.A_adjoint(problem.y) + rho * x0
-        return cg(lambda z: A.A_adjoint(A.A(z)) + rho * z, rhs, x0, max_iter=self.cg_iters, tol=1e-6)
+        """``argmin_z ‖y − A z‖² + ρ ‖z − x0‖²``: the operator's closed form where it has one,
+        else CG warm-started at ``x0`` (:func:`invdiff.operators.spectral.data_prox`)."""
+        return data_prox(problem.physics, problem.y, x0, rho, cg_iters=self.cg_iters)
 
     def step(self, state, sigma, sigma_next, problem, prior, generator):
         with torch.no_grad():
