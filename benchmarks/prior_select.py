@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 
 from invdiff.bench.tune import tune_problem
+from invdiff.methods import get_method
+from invdiff.metrics import psnr
 from invdiff.priors import load_checkpoint, load_prior
 from invdiff.problems import get_problem
 
@@ -42,6 +44,9 @@ def main(argv=None):
     p.add_argument("--images", type=int, default=2)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--test-images", type=int, default=0, help="also run the chosen parameters on N test images")
+    p.add_argument("--bench", default="benchmarks/real/results.json",
+                   help="bench results whose classical cells are shown next to the test PSNR")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -50,7 +55,9 @@ def main(argv=None):
     lines = ["# Candidate priors on the validation split", "", f"Command: `{command.strip()}`", "",
              f"Best validation PSNR (dB) over each method's grid, {args.images} validation images, {args.steps} "
              "steps; classical methods as tuned in `invdiff/problems/presets.json` (validation split).", "",
-             "| problem | method | prior | validation PSNR | chosen | s |", "| --- | --- | --- | --- | --- | --- |"]
+             "| problem | method | prior | validation PSNR | chosen | test PSNR | s |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    bench = json.loads(Path(args.bench).read_text())["cells"] if args.test_images and Path(args.bench).is_file() else {}
     for name in args.problems:
         spec = get_problem(name)
         for pname, prior in map(_load, args.priors):
@@ -61,12 +68,21 @@ def main(argv=None):
             t0 = time.perf_counter()
             out = tune_problem(name, args.methods, images=args.images, steps=args.steps, prior=prior)
             for key, r in out.items():
-                lines.append(f"| {name} | {key} | `{pname}` | {r['validation_psnr']:.2f} | {r['params']} | "
+                test = ""
+                if args.test_images:
+                    pb = spec.make("test", args.test_images, seed=0)
+                    res = get_method(key).run(pb, prior, steps=args.steps, generator=torch.Generator().manual_seed(0),
+                                              params=r["params"])
+                    test = f"{float(psnr(res.x_hat.clamp(0, 1), pb.x_true).mean()):.2f}"
+                lines.append(f"| {name} | {key} | `{pname}` | {r['validation_psnr']:.2f} | {r['params']} | {test} | "
                              f"{time.perf_counter() - t0:.0f} |")
                 print(lines[-1], flush=True)
         for key, r in presets["problems"].get(name, {}).items():
             if key in ("tv", "wavelet", "bm3d"):
-                lines.append(f"| {name} | {key} | — | {r['validation_psnr']:.2f} | {r['params']} | |")
+                cell = bench.get(f"{name}|{key}", {})
+                test = (f"{sum(cell['psnr'][:args.test_images]) / args.test_images:.2f}"
+                        if args.test_images and len(cell.get("psnr", [])) >= args.test_images else "")
+                lines.append(f"| {name} | {key} | — | {r['validation_psnr']:.2f} | {r['params']} | {test} | |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
