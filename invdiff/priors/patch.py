@@ -101,7 +101,8 @@ class PatchPrior(EDMPrior):
             raise ValueError(f"PatchPrior: patch must be a positive multiple of {k}, got {patch!r}")
         if isinstance(frame, bool) or not isinstance(frame, int) or frame < patch:
             raise ValueError(f"PatchPrior: frame must be an integer >= patch ({patch}), got {frame!r}")
-        super().__init__(net, sigma_data=sigma_data, sigma_min=sigma_min, sigma_max=sigma_max, img_size=None)
+        super().__init__(net, sigma_data=sigma_data, sigma_min=sigma_min, sigma_max=sigma_max,
+                         img_size=(frame, frame))  # the training frames; any size runs
         self.patch = patch
         self.frame = frame
         self._warned_size = False
