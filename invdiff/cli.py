@@ -33,7 +33,8 @@ def _add_train(sub):
     p.add_argument("--base", type=int, default=16, help="UNet base channel count: a multiple of 8 (its GroupNorm "
                    "layers use 8 groups)")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation and data")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads, >= 0 (0: torch's default)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads, >= 0 (0: the idle cores, i.e. the CPUs "
+                   "this process may use minus the load average; see invdiff.threads)")
     p.add_argument("--device", default="cpu", help="torch device for the network, e.g. 'cuda' (data and "
                    "noise are drawn on the CPU from the seeded generator, so runs match across devices)")
     p.add_argument("--ckpt-minutes", type=float, default=5.0, help="minutes between checkpoints, >= 0 "
@@ -55,6 +56,13 @@ def _add_train(sub):
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--out", required=True, help="output .safetensors file (EMA weights + metadata)")
     p.set_defaults(func=_cmd_train)
+
+
+def _threads(args) -> int:
+    """Set torch's threads from ``--threads`` (0: the idle cores, :func:`invdiff.threads.auto_threads`)."""
+    from .threads import set_threads
+
+    return set_threads(args.threads)
 
 
 def _int_list(text: str, option: str) -> tuple:
@@ -91,6 +99,8 @@ def _add_demo(sub):
     p.add_argument("--steps", type=int, default=100, help="diffusion steps (network calls per sample)")
     p.add_argument("--samples", type=int, default=4, help="posterior samples drawn in one batch (for the std map)")
     p.add_argument("--seed", type=int, default=0, help="seed of the measurement noise and the sampler")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads, >= 0 (0: the idle cores, i.e. the "
+                   "CPUs this process may use minus the load average; see invdiff.threads)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_cmd_demo)
 
@@ -101,6 +111,7 @@ def _cmd_demo(args, argv):
     for name in ("steps", "samples", "views"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    _threads(args)
     out = run_demo(args.out, views=args.views, steps=args.steps, samples=args.samples, seed=args.seed,
                    progress=not args.no_progress)
     print(f"{args.views}-view CT, 64×64 phantom, sigma_y = 0.005")
@@ -123,6 +134,8 @@ def _add_solve(sub):
                    help="posterior samples (> 1 adds a std map and 95 %% interval bounds, calibrated where the "
                         "problem has a calibration for this solver and number of samples)")
     p.add_argument("--seed", type=int, default=0, help="seed of the measurement noise and the sampler")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads, >= 0 (0: the idle cores, i.e. the "
+                   "CPUs this process may use minus the load average; see invdiff.threads)")
     p.add_argument("--index", type=int, default=0, help="which test image of the problem")
     p.add_argument("--image", help="your image (PNG/JPEG/TIFF/npy) instead of the problem's test image")
     p.add_argument("--dicom", help="your DICOM slice instead of the problem's test image")
@@ -153,6 +166,7 @@ def _add_solve(sub):
 def _cmd_solve(args, argv):
     from .solve_cli import run_solve
 
+    _threads(args)
     out = run_solve(out_dir=args.out, solver=args.solver, steps=args.steps, samples=args.samples, seed=args.seed,
                     problem=args.problem, index=args.index, image=args.image, dicom=args.dicom,
                     measurement=args.measurement, operator=args.operator, size=args.size, n_views=args.n_views,
@@ -335,6 +349,9 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    # commands set torch's thread count (--threads); a caller in the same process gets its own back
+    torch = sys.modules.get("torch")
+    threads_before = torch.get_num_threads() if torch is not None else None
     try:
         args.func(args, argv)
     except (CLIError, ValueError, TypeError) as err:
@@ -354,6 +371,9 @@ def main(argv=None) -> int:
         kind, msg = "internal", f"internal error ({type(err).__name__}: {_one_line(err)}); please report it"
     else:
         return 0
+    finally:
+        if threads_before is not None:
+            torch.set_num_threads(threads_before)
     print(f"invdiff {args.command}: error: {msg}", file=sys.stderr)
     return EXIT_CODES[kind]
 

@@ -44,8 +44,8 @@ class TrainConfig:
 
     Notes
     -----
-    ``threads=0`` keeps torch's default number of CPU threads; a positive value sets it with
-    :func:`torch.set_num_threads`. ``max_minutes=0`` and ``stop_after=0`` mean no limit.
+    ``threads=0`` uses the idle cores (:func:`invdiff.threads.auto_threads`: the CPUs this process
+    may use minus the load average); a positive value sets it with :func:`torch.set_num_threads`. ``max_minutes=0`` and ``stop_after=0`` mean no limit.
     ``base`` must give channel counts the UNet's GroupNorm layers (8 groups, or one per channel
     below 8) and attention heads (4) can split: any multiple of 8, plus a few tiny values that
     depend on ``mults`` (the error message lists them).
@@ -169,7 +169,7 @@ class TrainConfig:
         if not 0 <= positive_int(self.seed, "--seed", minimum=0) < 2**63:
             raise ValueError(f"--seed must be an integer in [0, 2**63), got {self.seed}")
         positive_int(self.n_phantoms, "n_phantoms")
-        positive_int(self.threads, "--threads (0: torch's default)", minimum=0)
+        positive_int(self.threads, "--threads (0: the idle cores)", minimum=0)
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"--device must be a torch device name such as 'cpu' or 'cuda', got {self.device!r}")
         real_number(self.ckpt_minutes, "--ckpt-minutes", low=0.0)
@@ -455,8 +455,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
     ``resume=True`` an existing ``OUT.ckpt.pt`` is checked and restored (see :func:`_load_resume`).
     """
     cfg.validate()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    from .threads import set_threads
+
+    set_threads(cfg.threads)
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     ckpt_path = Path(str(out) + ".ckpt.pt")

@@ -97,3 +97,41 @@ def test_solve_volume_problem_with_mbir(tmp_path, capsys):
     assert np.load(tmp_path / "reconstruction.npy").shape == (32, 1, 64, 64)
     assert main(["solve", "--problem", "ct3d-sparse-8", "--index", "1", "--out", str(tmp_path / "x")]) == 2
     assert "--index" in capsys.readouterr().err
+
+
+def test_threads_rule_and_option(monkeypatch):
+    """0 threads means the idle cores: CPUs this process may use minus the load average, at least 1;
+    a command's --threads does not leak into the caller's process."""
+    import torch
+
+    from invdiff import threads
+
+    assert threads.auto_threads(load=0.0, cpus=2) == 2
+    assert threads.auto_threads(load=1.2, cpus=2) == 1
+    assert threads.auto_threads(load=7.0, cpus=2) == 1  # busier than the machine: still one thread
+    assert threads.auto_threads(load=0.4, cpus=8) == 8 and threads.auto_threads(load=2.6, cpus=8) == 5
+    monkeypatch.setattr(threads, "_busy_cores", lambda: 1.0)  # one core busy right now
+    assert threads.auto_threads(cpus=2) == 1
+    monkeypatch.setattr(threads, "_busy_cores", lambda: None)  # no /proc/stat: the load average
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+    assert threads.auto_threads(cpus=2) == 2
+    with pytest.raises(ValueError, match="--threads must be an integer >= 0"):
+        threads.set_threads(-1)
+    before = torch.get_num_threads()
+    seen = []
+    monkeypatch.setattr("invdiff.solve_cli.run_solve", lambda **kw: seen.append(torch.get_num_threads()) or {})
+    main(["solve", "--problem", "ct-sparse-8", "--threads", "1", "--out", "unused"])
+    assert seen == [1] and torch.get_num_threads() == before
+    assert main(["solve", "--problem", "ct-sparse-8", "--threads", "-2", "--out", "unused"]) == 2
+
+
+def test_busy_cores_reads_proc_stat(monkeypatch):
+    """Two /proc/stat reads: 3 of 4 jiffies idle over the window on a 2-CPU machine -> half a core busy."""
+    import io
+
+    from invdiff import threads
+
+    reads = iter(["cpu  100 0 100 800 0 0 0 0 0 0\n", "cpu  125 0 125 950 0 0 0 0 0 0\n"])
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: io.StringIO(next(reads)))
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    assert abs(threads._busy_cores(window=0.0) - 0.5) < 1e-12

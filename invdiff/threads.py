@@ -1,0 +1,79 @@
+"""How many CPU threads torch should use: the cores this process may run on that are idle.
+
+torch's intra-op threads meet at a barrier after every parallel operation, and a thread whose
+core is taken by another process makes all of them wait (they spin in OpenMP's active wait
+meanwhile). On a shared machine torch's default — one thread per core — is then far slower
+than one thread (``benchmarks/threads.py`` measures it). The rule here:
+
+.. math:: n = \\max\\big(1,\\ \\operatorname{round}(c - \\ell)\\big), \\quad
+          c = \\#\\text{CPUs this process may use},\\ \\ell = \\text{cores busy now}
+
+(``ℓ`` clipped to ``[0, c]``), ``ℓ`` read from ``/proc/stat`` over a quarter second where Linux
+has it (the 1-minute load average lags a neighbour that has just started), the load average
+elsewhere. It is read once, when a command starts; a user who knows better
+sets ``--threads N`` (``0``: this rule).
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["available_cpus", "auto_threads", "set_threads"]
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one, else all)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def _busy_cores(window: float = 0.25) -> float | None:
+    """Cores busy right now, from two reads of ``/proc/stat`` ``window`` seconds apart (Linux);
+    ``None`` where there is no ``/proc/stat``."""
+    import time
+
+    def read():
+        with open("/proc/stat") as f:
+            fields = [float(v) for v in f.readline().split()[1:]]
+        return sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # total, idle + iowait
+
+    try:
+        t0, i0 = read()
+        time.sleep(window)
+        t1, i1 = read()
+    except (OSError, ValueError, IndexError):
+        return None
+    total = t1 - t0
+    return None if total <= 0 else (os.cpu_count() or 1) * (1 - (i1 - i0) / total)
+
+
+def auto_threads(load: float | None = None, cpus: int | None = None) -> int:
+    """``max(1, round(cpus − load))``: the idle cores. ``load`` defaults to the cores busy now
+    (``/proc/stat`` over a quarter second; the 1-minute load average where there is none: it lags
+    a neighbour that has just started), ``cpus`` to :func:`available_cpus`."""
+    cpus = available_cpus() if cpus is None else int(cpus)
+    if load is None:
+        load = _busy_cores()
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # pragma: no cover - no load average on this OS
+            load = 0.0
+    load = min(max(float(load), 0.0), float(cpus))
+    return max(1, int(round(cpus - load)))
+
+
+def set_threads(n: int = 0) -> int:
+    """Set torch's intra-op threads to ``n`` (``0``: :func:`auto_threads`) and return the number set.
+
+    ``ValueError`` for a negative or non-integer ``n``.
+    """
+    import torch
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"--threads must be an integer >= 0 (0: the idle cores, see invdiff.threads), got {n!r}")
+    n = n or auto_threads()
+    torch.set_num_threads(n)
+    return n
