@@ -164,15 +164,19 @@ def _add_solve(sub):
 
 
 def _cmd_solve(args, argv):
+    from . import distributed
     from .solve_cli import run_solve
 
     _threads(args)
-    out = run_solve(out_dir=args.out, solver=args.solver, steps=args.steps, samples=args.samples, seed=args.seed,
-                    problem=args.problem, index=args.index, image=args.image, dicom=args.dicom,
-                    measurement=args.measurement, operator=args.operator, size=args.size, n_views=args.n_views,
-                    max_angle=args.max_angle, sigma_y=args.sigma_y, prior=args.prior,
-                    progress=not args.no_progress, nifti=args.nifti, dicom_series=args.dicom_series,
-                    kspace=args.kspace, mask=args.mask, coils=args.coils)
+    with distributed.process_group():  # under torchrun: every rank solves, the network calls are split
+        out = run_solve(out_dir=args.out, solver=args.solver, steps=args.steps, samples=args.samples,
+                        seed=args.seed, problem=args.problem, index=args.index, image=args.image, dicom=args.dicom,
+                        measurement=args.measurement, operator=args.operator, size=args.size,
+                        n_views=args.n_views, max_angle=args.max_angle, sigma_y=args.sigma_y, prior=args.prior,
+                        progress=not args.no_progress and distributed.rank() == 0, nifti=args.nifti,
+                        dicom_series=args.dicom_series, kspace=args.kspace, mask=args.mask, coils=args.coils)
+    if not out:  # a rank other than 0: rank 0 writes and reports
+        return
     if "psnr" in out:
         print(f"PSNR {out['psnr']:.2f} dB (A†y {out['psnr_pinv']:.2f} dB), SSIM {out['ssim']:.3f}")
     print(f"{out['nfe']} network calls, {out['seconds']:.1f} s")

@@ -272,11 +272,17 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
         y = _load_measurement(measurement, physics)
         pb = Problem(physics, y, float(sigma_y))
         prior_name = prior or "phantom64"
-    os.makedirs(out_dir, exist_ok=True)
-    if not os.access(out_dir, os.W_OK):
-        raise PermissionError(f"cannot write to the output directory {out_dir!r}")
-    # a volume problem's prior is its 2D prior slice by slice
-    net = spec.build_prior(prior) if problem is not None else load_prior(prior_name)
+    from .distributed import rank
+    from .distributed.tiles import distribute_prior
+
+    lead = rank() == 0  # under torchrun rank 0 alone writes; a plain process is rank 0
+    if lead:
+        os.makedirs(out_dir, exist_ok=True)
+        if not os.access(out_dir, os.W_OK):
+            raise PermissionError(f"cannot write to the output directory {out_dir!r}")
+    # a volume problem's prior is its 2D prior slice by slice; under torchrun its network calls are
+    # split over the ranks (a patch prior's patches, or the batch: invdiff.distributed.tiles)
+    net = distribute_prior(spec.build_prior(prior) if problem is not None else load_prior(prior_name))
     configured = spec.solver(solver) if problem is not None else SOLVERS[solver]()
     result = solve(pb, net, configured, steps=steps, num_samples=samples,
                    generator=torch.Generator().manual_seed(seed), progress=progress)
@@ -291,6 +297,8 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
             calibration = None
         if calibration is not None:
             result = result.calibrated(calibration)
+    if not lead:
+        return {}
     x_hat = result.x_hat.clamp(0, 1)
     with torch.no_grad():
         back = pb.physics.A_dagger(pb.y).clamp(0, 1)

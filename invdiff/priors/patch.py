@@ -89,7 +89,16 @@ class PatchPrior(EDMPrior):
         so images far larger than this are out of distribution: a one-time warning).
     sigma_data, sigma_min, sigma_max : float
         As for :class:`~invdiff.priors.unet.EDMPrior`.
+
+    Attributes
+    ----------
+    batch_map : callable or None
+        How the batch of patches reaches the network: ``None`` calls :meth:`patch_denoise` on all
+        of them; ``batch_map(patch_denoise, z, sigma, pos)`` may split them, e.g. over the ranks
+        of a process group (:func:`invdiff.distributed.tiles.distribute_prior`).
     """
+
+    batch_map = None
 
     def __init__(self, net: UNet, *, patch: int, frame: int, sigma_data: float = 0.25, sigma_min: float = 2e-3,
                  sigma_max: float = 40.0):
@@ -138,7 +147,7 @@ class PatchPrior(EDMPrior):
         z = canvas.reshape(b, c, ny, p, nx, p).permute(0, 2, 4, 1, 3, 5).reshape(b * n, c, p, p)
         zp = pos.reshape(2, ny, p, nx, p).permute(1, 3, 0, 2, 4).reshape(n, 2, p, p).repeat(b, 1, 1, 1)
         s = sigma.reshape(b, 1, 1, 1).repeat_interleave(n, dim=0)
-        out = self.patch_denoise(z, s, zp)
+        out = self.patch_denoise(z, s, zp) if self.batch_map is None else self.batch_map(self.patch_denoise, z, s, zp)
         out = out.reshape(b, ny, nx, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, ny * p, nx * p)
         return out[..., sy:sy + h, sx:sx + w]
 
