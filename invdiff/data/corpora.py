@@ -10,7 +10,8 @@ sources and :func:`corpus_images` turns one split into images of a given size in
 corpus       train                                            validation                   test
 ===========  ===============================================  ===========================  ==============================
 ``ct``       pydicom-data ``eCT_Supplemental`` (head            pydicom ``J2K_pixelrep_        pydicom-data ``explicit_VR-UN``
-             perfusion, 2 frames), pydicom ``CT_small``       mismatch`` (head)            (abdomen, pancreas study)
+             perfusion, 2 frames), pydicom ``CT_small``,      mismatch`` (head)            (abdomen, pancreas study)
+             pydicom-data ``bad_sequence`` (neck)
 ``mri``      ITK examples ``KmeansTest`` T1 (one subject,     nilearn MNI152 2009a T1      mricron-data ``ch2`` (Colin27
              2 mm), pydicom(-data) MR files (shoulder,        (population average, 1 mm)   single-subject T1, 1 mm)
              abdomen, head)
@@ -23,7 +24,7 @@ corpus       train                                            validation        
 with ``693`` and all of matplotlib's sample data. No corpus lists them; the tests check it.
 
 **What limits the corpora.** The packages allowed here ship few real scans of at least 256
-pixels: three CT subjects (one per split) and two brain-MRI subjects with their own intensities
+pixels: four CT subjects (two for training, one each for validation and test) and two brain-MRI subjects with their own intensities
 (the other MRIcron volumes are atlases and label maps; ITK's BrainWeb slices are simulated from
 Colin27, the test subject, so they are used nowhere). The MRI validation images are slices of
 an average of 152 brains: smoother than one subject, at the test subject's 1 mm pixel scale. Where a split needs several images of one
@@ -83,6 +84,8 @@ class Source:
     license: str
     description: str
     version: str = ""
+    #: an extra pip package needed to decode the file (beyond ``package``); '' for none
+    needs: str = ""
 
 
 SOURCES: tuple[Source, ...] = (
@@ -91,6 +94,9 @@ SOURCES: tuple[Source, ...] = (
            "head CT perfusion, 2 frames of 512²", "1.0.0"),
     Source("ct", "train", "1CT1", "pydicom", "data/test_files/CT_small.dcm", "MIT (pydicom)",
            "CT slice, 128²", "3.0.2"),
+    Source("ct", "train", "b2cbe507f250", "pydicom-data", "data/bad_sequence.dcm", "MIT (pydicom-data)",
+           "neck CT slice, 512² at 0.29 mm (JPEG-lossless pixel data: needs pylibjpeg, in invdiff[train-data])",
+           "1.0.0", needs="pylibjpeg"),
     Source("ct", "validation", "JXD191021006", "pydicom", "data/test_files/J2K_pixelrep_mismatch.dcm",
            "MIT (pydicom)", "head CT slice, 512²", "3.0.2"),
     Source("ct", "test", "PANCREAS_0001", "pydicom-data", "data/explicit_VR-UN.dcm", "MIT (pydicom-data)",
@@ -129,7 +135,8 @@ SOURCES: tuple[Source, ...] = (
            "0.26"),
 )
 
-_INSTALL = {"pydicom": "pip install pydicom", "pydicom-data": "pip install pydicom-data",
+_INSTALL = {"pylibjpeg": "pip install pylibjpeg pylibjpeg-libjpeg  (or invdiff[train-data])",
+            "pydicom": "pip install pydicom", "pydicom-data": "pip install pydicom-data",
             "scikit-image": "pip install scikit-image", "nilearn": "pip install nilearn  (or invdiff[train-data])",
             "sporco": "pip install sporco  (or invdiff[train-data])",
             "mricron-data": "sudo apt-get install mricron-data",
@@ -163,6 +170,9 @@ def source_path(src: Source) -> Path:
                                 f"it with: {_INSTALL[src.package]}")
     if is_held_out(path):  # pragma: no cover - the table above never lists one
         raise ValueError(f"{path} is in the held-out evaluation set")
+    if src.needs and importlib.util.find_spec(src.needs) is None:
+        raise FileNotFoundError(f"{src.file} ({src.package}) needs the package {src.needs} to decode its pixels, "
+                                f"which is not installed: {_INSTALL[src.needs]}")
     return path
 
 
