@@ -30,19 +30,22 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--steps", type=int, default=18)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=0, help="image side in pixels (default: the prior's training size; "
+                   "priors for any size, e.g. patch priors, are shown at the size they are used at)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     prior = load_checkpoint(args.prior) if args.prior.endswith(".safetensors") else load_prior(args.prior)
     c = prior.channels
-    h, w = prior.img_size
+    h, w = (args.size, args.size) if args.size else prior.img_size
     t = time.perf_counter()
     x = sample_heun(prior, args.n, (c, h, w), steps=args.steps, generator=torch.Generator().manual_seed(args.seed))
     seconds = time.perf_counter() - t
     x = x.clamp(0, 1)
     cols = int(args.n ** 0.5)
     rows = -(-args.n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.0, rows * 1.0))
+    inch = max(1.0, h / 96)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * inch, rows * inch))
     for ax in axes.flat:
         ax.axis("off")
     for i, ax in enumerate(axes.flat[: args.n]):
