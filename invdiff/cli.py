@@ -174,7 +174,8 @@ def _cmd_solve(args, argv):
                         measurement=args.measurement, operator=args.operator, size=args.size,
                         n_views=args.n_views, max_angle=args.max_angle, sigma_y=args.sigma_y, prior=args.prior,
                         progress=not args.no_progress and distributed.rank() == 0, nifti=args.nifti,
-                        dicom_series=args.dicom_series, kspace=args.kspace, mask=args.mask, coils=args.coils)
+                        dicom_series=args.dicom_series, kspace=args.kspace, mask=args.mask, coils=args.coils,
+                        distribute=True)
     if not out:  # a rank other than 0: rank 0 writes and reports
         return
     if "psnr" in out:

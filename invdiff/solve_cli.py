@@ -190,8 +190,13 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
               n_views: int | None = None, max_angle: float | None = None, sigma_y: float | None = None,
               prior: str | None = None, progress: bool = True,
               nifti: str | None = None, dicom_series: str | None = None,
-              kspace: str | None = None, mask: str | None = None, coils: str | None = None) -> dict:
+              kspace: str | None = None, mask: str | None = None, coils: str | None = None,
+              distribute: bool = False) -> dict:
     """Run one reconstruction; returns paths and (when the truth is known) PSNR/SSIM.
+
+    ``distribute=True`` (what ``invdiff solve`` passes; every rank of the process group must then
+    solve the same problem) splits the prior's network calls over the ranks, and only rank 0
+    writes and gets the paths back (``{}`` elsewhere).
 
     ``nifti`` (``--nifti FILE``) / ``dicom_series`` (``--dicom-series DIR``) replace the
     problem's test image by the user's volume (or single slice): every slice is centre-cropped
@@ -275,14 +280,16 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
     from .distributed import rank
     from .distributed.tiles import distribute_prior
 
-    lead = rank() == 0  # under torchrun rank 0 alone writes; a plain process is rank 0
+    lead = rank() == 0 or not distribute  # with distribute, rank 0 alone writes; a plain process is rank 0
     if lead:
         os.makedirs(out_dir, exist_ok=True)
         if not os.access(out_dir, os.W_OK):
             raise PermissionError(f"cannot write to the output directory {out_dir!r}")
     # a volume problem's prior is its 2D prior slice by slice; under torchrun its network calls are
     # split over the ranks (a patch prior's patches, or the batch: invdiff.distributed.tiles)
-    net = distribute_prior(spec.build_prior(prior) if problem is not None else load_prior(prior_name))
+    net = spec.build_prior(prior) if problem is not None else load_prior(prior_name)
+    if distribute:
+        net = distribute_prior(net)
     configured = spec.solver(solver) if problem is not None else SOLVERS[solver]()
     result = solve(pb, net, configured, steps=steps, num_samples=samples,
                    generator=torch.Generator().manual_seed(seed), progress=progress)

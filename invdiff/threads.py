@@ -8,10 +8,11 @@ than one thread (``benchmarks/threads.py`` measures it). The rule here:
 .. math:: n = \\max\\big(1,\\ \\operatorname{round}(c - \\ell)\\big), \\quad
           c = \\#\\text{CPUs this process may use},\\ \\ell = \\text{cores busy now}
 
-(``ℓ`` clipped to ``[0, c]``), ``ℓ`` read from ``/proc/stat`` over a quarter second where Linux
-has it (the 1-minute load average lags a neighbour that has just started), the load average
-elsewhere. It is read once, when a command starts; a user who knows better
-sets ``--threads N`` (``0``: this rule).
+(``ℓ`` clipped to ``[0, c]``). ``ℓ`` is read from the per-CPU lines of ``/proc/stat`` over a
+quarter second, for this process's CPUs only, where Linux has them (the 1-minute load average
+lags a neighbour that has just started), and is the load average elsewhere. It is read once,
+when a command starts. ``OMP_NUM_THREADS``, where set (``torchrun`` sets 1 per rank), takes
+precedence; a user who knows better sets ``--threads N`` (``0``: this rule).
 """
 
 from __future__ import annotations
@@ -30,23 +31,38 @@ def available_cpus() -> int:
 
 
 def _busy_cores(window: float = 0.25) -> float | None:
-    """Cores busy right now, from two reads of ``/proc/stat`` ``window`` seconds apart (Linux);
-    ``None`` where there is no ``/proc/stat``."""
+    """Cores of this process's CPU set busy right now, from two reads of the per-core lines of
+    ``/proc/stat`` ``window`` seconds apart (Linux); ``None`` where there is no ``/proc/stat``."""
     import time
 
+    try:
+        mine = os.sched_getaffinity(0)
+    except (AttributeError, OSError):  # pragma: no cover - no affinity on this OS
+        mine = None
+
     def read():
+        out = {}
         with open("/proc/stat") as f:
-            fields = [float(v) for v in f.readline().split()[1:]]
-        return sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # total, idle + iowait
+            for line in f:
+                name, *values = line.split()
+                if name.startswith("cpu") and name[3:].isdigit() and (mine is None or int(name[3:]) in mine):
+                    fields = [float(v) for v in values[:8]]  # guest time is already inside user and nice
+                    out[name] = (sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0.0))
+        return out
 
     try:
-        t0, i0 = read()
+        first = read()
         time.sleep(window)
-        t1, i1 = read()
+        second = read()
     except (OSError, ValueError, IndexError):
         return None
-    total = t1 - t0
-    return None if total <= 0 else (os.cpu_count() or 1) * (1 - (i1 - i0) / total)
+    busy, seen = 0.0, 0
+    for name, (t1, i1) in second.items():
+        if name in first and t1 > first[name][0]:
+            t0, i0 = first[name]
+            busy += 1 - (i1 - i0) / (t1 - t0)
+            seen += 1
+    return busy if seen else None
 
 
 def auto_threads(load: float | None = None, cpus: int | None = None) -> int:
@@ -66,7 +82,9 @@ def auto_threads(load: float | None = None, cpus: int | None = None) -> int:
 
 
 def set_threads(n: int = 0) -> int:
-    """Set torch's intra-op threads to ``n`` (``0``: :func:`auto_threads`) and return the number set.
+    """Set torch's intra-op threads to ``n`` (``0``: :func:`auto_threads`, unless ``OMP_NUM_THREADS``
+    is set — by the user, or by ``torchrun`` for each rank — which then stands) and return the
+    number in use.
 
     ``ValueError`` for a negative or non-integer ``n``.
     """
@@ -74,6 +92,10 @@ def set_threads(n: int = 0) -> int:
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"--threads must be an integer >= 0 (0: the idle cores, see invdiff.threads), got {n!r}")
+    if n == 0 and os.environ.get("OMP_NUM_THREADS", "").strip():
+        # the user or the launcher decided (torchrun sets 1 per rank): every rank reading the same idle
+        # cores would otherwise take them all, ranks × cores threads in all
+        return torch.get_num_threads()
     n = n or auto_threads()
     torch.set_num_threads(n)
     return n

@@ -362,10 +362,17 @@ def export_safetensors(prior: EDMPrior, path, metadata: dict) -> None:
     os.replace(tmp, path)
 
 
-def _save_ckpt(path, net, ema, opt, generator, step, seconds):
+def _data_setup(cfg: TrainConfig) -> str:
+    """What a resumed run must share with the checkpoint besides the architecture (a JSON str)."""
+    return json.dumps({"data": cfg.data, "size": cfg.size, "patch_sizes": list(cfg.patch_sizes),
+                       "intensity_aug": cfg.intensity_aug})
+
+
+def _save_ckpt(path, net, ema, opt, generator, step, seconds, setup: str = ""):
     state = {"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
              "generator": generator.get_state(), "step": step, "seconds": seconds,
-             "unet_config": net.config.to_json()}  # a str: still readable with weights_only=True
+             "unet_config": net.config.to_json(),  # strs: still readable with weights_only=True
+             "setup": setup}
     tmp = str(path) + ".tmp"
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -409,6 +416,16 @@ def _load_resume(path: Path, cfg: TrainConfig, net, ema, opt, generator) -> tupl
         if have != want:
             raise ValueError(f"--resume checkpoint {name} was written for {_arch(have)} but this run asks "
                              f"{_arch(want)}; resume with the same --base, --channels and --patch-sizes (or none), or use another --out")
+    if state.get("setup"):  # checkpoints written before the setup was recorded are not checked
+        try:
+            had, want_setup = json.loads(state["setup"]), json.loads(_data_setup(cfg))
+        except (TypeError, ValueError):
+            raise ValueError(f"--resume checkpoint {name} has an unreadable data setup record") from None
+        differ = {k: (had.get(k), v) for k, v in want_setup.items() if had.get(k) != v}
+        if differ:
+            raise ValueError(f"--resume checkpoint {name} was trained with other data settings: "
+                             + ", ".join(f"{k} {a!r} there, {b!r} here" for k, (a, b) in differ.items())
+                             + "; resume with the same --data, --size, --patch-sizes and --intensity-aug")
     expected = net.state_dict()
     for part in ("net", "ema"):
         sd = state[part]
@@ -537,7 +554,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
         seconds = seconds0 + (now - t_start)
         out_of_time = (cfg.max_minutes and (now - t_start) > 60 * cfg.max_minutes) or step == cfg.stop_after
         if now - last_ckpt > 60 * cfg.ckpt_minutes or step == cfg.steps or out_of_time:
-            _save_ckpt(ckpt_path, net, ema, opt, generator, step, seconds)
+            _save_ckpt(ckpt_path, net, ema, opt, generator, step, seconds, _data_setup(cfg))
             export_safetensors(ema_prior, out, _metadata(cfg, step, seconds))
             last_ckpt = now
         if out_of_time:

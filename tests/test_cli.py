@@ -126,12 +126,36 @@ def test_threads_rule_and_option(monkeypatch):
 
 
 def test_busy_cores_reads_proc_stat(monkeypatch):
-    """Two /proc/stat reads: 3 of 4 jiffies idle over the window on a 2-CPU machine -> half a core busy."""
+    """Two reads of the per-CPU lines: only this process's CPUs count, guest time is not counted twice.
+    CPU 0: 1 of 4 jiffies idle -> 0.75 busy; CPU 1: all idle; CPU 2 (not ours): fully busy."""
     import io
 
     from invdiff import threads
 
-    reads = iter(["cpu  100 0 100 800 0 0 0 0 0 0\n", "cpu  125 0 125 950 0 0 0 0 0 0\n"])
+    first = "cpu  0 0 0 0 0 0 0 0 0 0\ncpu0 100 0 0 300 0 0 0 0 0 0\ncpu1 0 0 0 400 0 0 0 0 0 0\ncpu2 0 0 0 0 0 0 0 0 0 0\n"
+    second = ("cpu  0 0 0 0 0 0 0 0 0 0\ncpu0 130 0 0 310 0 0 0 0 50 0\ncpu1 0 0 0 440 0 0 0 0 0 0\n"
+              "cpu2 40 0 0 0 0 0 0 0 0 0\n")
+    reads = iter([first, second])
     monkeypatch.setattr("builtins.open", lambda path, *a, **k: io.StringIO(next(reads)))
-    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
-    assert abs(threads._busy_cores(window=0.0) - 0.5) < 1e-12
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert abs(threads._busy_cores(window=0.0) - 0.75) < 1e-12
+
+
+def test_omp_num_threads_stands_for_the_automatic_rule(monkeypatch):
+    """torchrun sets OMP_NUM_THREADS=1 per rank: --threads 0 must not give every rank all the idle cores."""
+    import torch
+
+    from invdiff import threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        monkeypatch.setattr(threads, "auto_threads", lambda: 2)
+        assert threads.set_threads(0) == 1 and torch.get_num_threads() == 1
+        assert threads.set_threads(2) == 2  # an explicit count still wins
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        torch.set_num_threads(1)
+        assert threads.set_threads(0) == 2
+    finally:
+        torch.set_num_threads(before)

@@ -84,6 +84,17 @@ def test_seams_move_between_steps_and_denoise_is_a_function():
         assert not torch.allclose(prior.denoise(x, 0.2), prior.denoise(x, 0.2 * (1 + 1e-6)), atol=1e-4)
 
 
+def test_each_image_is_denoised_on_the_grid_of_its_own_noise_level():
+    """A batch with one sigma per image gives each image what it gets alone (not the first image's grid)."""
+    prior = PatchPrior(_net(), patch=16, frame=32)
+    x = torch.rand(3, 1, 32, 40, generator=torch.Generator().manual_seed(4))
+    sigma = torch.tensor([0.3, 0.7, 0.3])
+    with torch.no_grad():
+        together = prior.denoise(x, sigma)
+        alone = torch.cat([prior.denoise(x[i:i + 1], float(sigma[i])) for i in range(3)])
+    assert torch.allclose(together, alone, atol=1e-6)
+
+
 def test_training_patches_hold_the_frame_pixels_their_positions_name():
     frames = torch.rand(6, 2, 20, 24, generator=torch.Generator().manual_seed(0))
     z, pos = patch_training_batch(frames, 8, torch.Generator().manual_seed(5))
@@ -146,6 +157,9 @@ def test_patch_training_writes_a_patch_prior_and_resumes_exactly(tmp_path):
     sa = torch.load(a / "p.safetensors.ckpt.pt", weights_only=True)["ema"]
     sb = torch.load(b / "p.safetensors.ckpt.pt", weights_only=True)["ema"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    # other patch sizes or frames cannot continue a run
+    with pytest.raises(ValueError, match=r"other data settings: patch_sizes \[8, 16\] there, \[16\] here"):
+        train(_tiny(b, out=str(b / "p.safetensors"), steps=6, patch_sizes=(16,)), resume=True, progress=False)
     # a checkpoint without position channels cannot be resumed as a patch run, and vice versa
     train(_tiny(tmp_path / "c", out=str(tmp_path / "c" / "p.safetensors"), patch_sizes=()), progress=False)
     with pytest.raises(ValueError, match="cond_channels"):
@@ -178,3 +192,15 @@ def test_patch_config_errors():
         TrainConfig(data="corpus:photo", size=64, channels=1)
     with pytest.raises(ValueError, match="--intensity-aug"):
         TrainConfig(data="phantoms", size=64, intensity_aug=-0.1)
+
+
+def test_a_position_network_without_patch_metadata_is_refused_on_load(tmp_path):
+    from safetensors.torch import save_file
+
+    from invdiff.priors.zoo import read_safetensors
+
+    tensors, meta = read_safetensors(train(_tiny(tmp_path, steps=1), progress=False))
+    bad = tmp_path / "no-patch.safetensors"
+    save_file(tensors, str(bad), metadata={k: v for k, v in meta.items() if k not in ("patch", "frame")})
+    with pytest.raises(ValueError, match="2 conditioning channels but the file has no patch metadata"):
+        load_checkpoint(bad)

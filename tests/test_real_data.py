@@ -71,8 +71,8 @@ def test_missing_package_names_the_install_command(monkeypatch):
         corpora.source_path(sp)
     (neck,) = [s for s in corpus("ct", "train") if s.needs]
     monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name in ("sporco", "pylibjpeg") else real_find(name, *a))
-    with pytest.raises(FileNotFoundError, match=r"needs the package pylibjpeg .* pip install pylibjpeg pylibjpeg-libjpeg"):
+                        lambda name, *a: None if name in ("sporco", "libjpeg", "gdcm") else real_find(name, *a))
+    with pytest.raises(FileNotFoundError, match=r"needs a decoder .* pip install pylibjpeg pylibjpeg-libjpeg"):
         corpora.source_path(neck)
 
 
@@ -106,7 +106,7 @@ def test_training_images_read_the_training_split_only(monkeypatch):
     touched = []
     real_path = corpora.source_path
     monkeypatch.setattr(corpora, "source_path", lambda src: touched.append(src) or real_path(src))
-    if importlib.util.find_spec("pylibjpeg") is None:  # the neck CT's decoder (invdiff[train-data]) is missing
+    if all(importlib.util.find_spec(m) is None for m in ("libjpeg", "gdcm")):  # the neck CT's decoder is missing
         with pytest.raises(FileNotFoundError, match="pip install pylibjpeg"):
             corpora.training_images("ct")
         assert touched and all(s.split == "train" and s.corpus == "ct" for s in touched)

@@ -150,12 +150,14 @@ class _RealInputMixin(ShapeChecked):
         if not self.real_input:
             return super().prox_l2(z, y, gamma, **kwargs)
         if self.fourier_diagonal:
-            # z + (AᵀA + I/γ)⁻¹ Aᵀ(y − A z), solved where w > 0 only: Aᵀ(·) has no component on the
+            # z + (AᵀA + I/γ)⁻¹ Aᵀ(y − A z), solved where w > 0 only (above 1e-3 of its largest value,
+            # far above the rounding noise of the unsampled ones): Aᵀ(·) has no component on the
             # frequencies nobody samples (w = 0), and dividing its rounding noise there by 1/γ
             # (1e-8 early in a diffusion run) would amplify it a hundred-million-fold
             w = self.normal_spectrum(z)
             r = torch.fft.fft2(self.A_adjoint(y - self.A(z)))
-            step = torch.where(w > 0.25, r / (w + 1 / gamma), torch.zeros((), dtype=r.dtype, device=r.device))
+            sampled = w > 1e-3 * w.amax(dim=(-2, -1), keepdim=True)  # binary masks: w in {0, 1/2, 1}
+            step = torch.where(sampled, r / (w + 1 / gamma), torch.zeros((), dtype=r.dtype, device=r.device))
             return z + torch.fft.ifft2(step).real.to(z.dtype)
         from ..linalg import cg
 

@@ -64,7 +64,7 @@ def positions(rows: torch.Tensor, cols: torch.Tensor, height: int, width: int) -
 def grid_shift(sigma: float, patch: int) -> tuple[int, int]:
     """The grid shift ``(s_y, s_x)`` in ``[0, patch)²`` used at noise level ``sigma`` (a hash of its bits)."""
     # hashed as float32, so a float64 and a float32 sigma of the same value pick the same grid
-    digest = hashlib.blake2b(struct.pack("<f", float(sigma)), digest_size=8).digest()
+    digest = hashlib.blake2b(struct.pack("<f", min(float(sigma), 3.0e38)), digest_size=8).digest()
     return int.from_bytes(digest[:4], "little") % patch, int.from_bytes(digest[4:], "little") % patch
 
 
@@ -137,9 +137,16 @@ class PatchPrior(EDMPrior):
         return torch.where(inside, out, torch.zeros((), dtype=out.dtype, device=out.device))
 
     def _denoise(self, x, sigma):
+        flat = sigma.reshape(-1)
+        if not bool((flat == flat[0]).all()):  # one grid per noise level: each image's output is its own
+            out = torch.empty_like(x)
+            for level in torch.unique(flat):
+                rows = (flat == level).nonzero()[:, 0]
+                out[rows] = self._denoise(x[rows], sigma[rows])
+            return out
         b, c, h, w = x.shape
         p = self.patch
-        sy, sx = grid_shift(float(sigma.reshape(-1)[0]), p)
+        sy, sx = grid_shift(float(flat[0]), p)
         ny, nx = math.ceil((h + sy) / p), math.ceil((w + sx) / p)
         canvas = F.pad(x, (sx, nx * p - w - sx, sy, ny * p - h - sy))
         pos = positions(torch.arange(-sy, ny * p - sy), torch.arange(-sx, nx * p - sx), h, w).to(x.device)

@@ -160,6 +160,9 @@ def load_checkpoint(path, *, sha256: str | None = None, entry: dict | None = Non
         net.load_state_dict(tensors)
     except RuntimeError as err:
         raise ValueError(f"weights in {str(p)!r} do not fit the UNet described in its metadata: {err}") from err
+    if config.cond_channels and "patch" not in meta:
+        raise ValueError(f"checkpoint {str(p)!r} has inconsistent metadata: its network takes {config.cond_channels} "
+                         f"conditioning channels but the file has no patch metadata (patch, frame)")
     if "patch" in meta:  # a position-aware patch prior (invdiff train --patch-sizes)
         from .patch import PatchPrior
 
