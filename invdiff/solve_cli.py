@@ -296,6 +296,13 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
     calibration = None
     if problem is not None and result.std is not None:
         calibration = spec.calibration(f"{solver}:{samples}")
+        if calibration is not None and prior not in (None, spec.prior):
+            import warnings
+
+            warnings.warn(f"{spec.name}'s calibration for {solver}:{samples} was fitted with its prior {spec.prior}, "
+                          f"not {prior}; the std map and the interval are left uncalibrated", RuntimeWarning,
+                          stacklevel=2)
+            calibration = None
         if calibration is not None and calibration.steps not in (None, steps):
             import warnings
 

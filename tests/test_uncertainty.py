@@ -238,6 +238,13 @@ def test_bench_cell_and_cli_report_calibrated_coverage(monkeypatch, tmp_path):
         other = run_solve(out_dir=str(tmp_path / "cli4"), problem="toy-uq", solver="diffpir", steps=4, samples=2,
                           progress=False)
     assert not other["calibrated"] and "std_calibrated" not in other
+    # a calibration belongs to the prior it was fitted with
+    with pytest.warns(RuntimeWarning, match="fitted with its prior phantom64, not mri-brain"):
+        swapped = run_solve(out_dir=str(tmp_path / "cli5"), problem="toy-uq", solver="diffpir", steps=3, samples=2,
+                            prior="mri-brain", progress=False)
+    assert not swapped["calibrated"]
+    assert run_solve(out_dir=str(tmp_path / "cli6"), problem="toy-uq", solver="diffpir", steps=3, samples=2,
+                     prior="phantom64", progress=False)["calibrated"]
 
 
 def test_named_problems_read_stored_calibrations():
