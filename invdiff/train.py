@@ -474,7 +474,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
     cfg.validate()
     from .threads import set_threads
 
+    threads_before = torch.get_num_threads()
     set_threads(cfg.threads)
+    try:
+        return _train(cfg, resume=resume, progress=progress)
+    finally:  # a caller in the same process keeps its own thread count
+        torch.set_num_threads(threads_before)
+
+
+def _train(cfg: TrainConfig, *, resume: bool, progress: bool) -> Path:
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     ckpt_path = Path(str(out) + ".ckpt.pt")

@@ -121,3 +121,20 @@ def test_multi_coil_mri_prox_stays_iterative_and_solves_its_normal_equations():
     p = data_prox(A, y, z, 0.3, cg_iters=200, tol=1e-12)
     residual = A.A_adjoint(A.A(p) - y) + 0.3 * (p - z)
     assert float(residual.norm() / (A.A_adjoint(y) + 0.3 * z).norm()) < 1e-10
+
+
+def test_diffpir_solves_in_closed_form_only_where_the_spectrum_is_binary():
+    """Masks and single-coil MRI: closed form; blur, downsampling, coil arrays and CT: CG (their near-zero
+    singular values would let the exact solve fit the noise when rho is tiny)."""
+    import torch
+
+    from invdiff.operators import ct_sparse_view, gaussian_blur, mri_cartesian, random_inpainting, super_resolution
+    from invdiff.operators.spectral import has_binary_spectrum
+
+    g = torch.Generator().manual_seed(0)
+    assert has_binary_spectrum(random_inpainting((1, 16, 16), 0.5, generator=g))
+    assert has_binary_spectrum(mri_cartesian(16, 4.0, generator=g))
+    assert not has_binary_spectrum(mri_cartesian(16, 4.0, coils=2, generator=g))
+    assert not has_binary_spectrum(gaussian_blur((1, 16, 16), 2.0))
+    assert not has_binary_spectrum(super_resolution((1, 16, 16), 4))
+    assert not has_binary_spectrum(ct_sparse_view(16, 8))
