@@ -51,9 +51,11 @@ def _busy_cores(window: float = 0.25) -> float | None:
         return out
 
     try:
+        own0, wall0 = time.process_time(), time.perf_counter()
         first = read()
         time.sleep(window)
         second = read()
+        own, wall = time.process_time() - own0, time.perf_counter() - wall0
     except (OSError, ValueError, IndexError):
         return None
     busy, seen = 0.0, 0
@@ -62,7 +64,9 @@ def _busy_cores(window: float = 0.25) -> float | None:
             t0, i0 = first[name]
             busy += 1 - (i1 - i0) / (t1 - t0)
             seen += 1
-    return busy if seen else None
+    # this process's own threads (torch's pool winding down after imports) are not a neighbour
+    own_share = own / wall if wall >= 0.05 else 0.0  # too short a window to tell
+    return max(busy - own_share, 0.0) if seen else None
 
 
 def auto_threads(load: float | None = None, cpus: int | None = None) -> int:
