@@ -296,18 +296,14 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
     calibration = None
     if problem is not None and result.std is not None:
         calibration = spec.calibration(f"{solver}:{samples}")
-        if calibration is not None and prior not in (None, spec.prior):
+        mismatch = None if calibration is None else (
+            f"was fitted with its prior {spec.prior}, not {prior}" if prior not in (None, spec.prior) else
+            f"is at {calibration.steps} steps, not {steps}" if calibration.steps not in (None, steps) else None)
+        if mismatch:
             import warnings
 
-            warnings.warn(f"{spec.name}'s calibration for {solver}:{samples} was fitted with its prior {spec.prior}, "
-                          f"not {prior}; the std map and the interval are left uncalibrated", RuntimeWarning,
-                          stacklevel=2)
-            calibration = None
-        if calibration is not None and calibration.steps not in (None, steps):
-            import warnings
-
-            warnings.warn(f"{spec.name} has a calibration for {solver}:{samples} at {calibration.steps} steps, not "
-                          f"{steps}; the std map and the interval are left uncalibrated", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"{spec.name}'s calibration for {solver}:{samples} {mismatch}; the std map and the "
+                          f"interval are left uncalibrated", RuntimeWarning, stacklevel=2)
             calibration = None
         if calibration is not None:
             result = result.calibrated(calibration)

@@ -104,8 +104,7 @@ def data_prox(physics, y: torch.Tensor, z: torch.Tensor, mu: float, *, cg_iters:
     :func:`has_exact_prox`), otherwise the package's CG (:func:`invdiff.linalg.cg`) warm-started
     at ``z`` with ``cg_iters`` iterations.
     """
-    exact = has_exact_prox(physics) if closed_form is None else (closed_form and has_exact_prox(physics))
-    if not exact:
+    if closed_form is False or not has_exact_prox(physics):
         from ..linalg import cg
 
         return cg(lambda v: physics.A_adjoint(physics.A(v)) + mu * v, physics.A_adjoint(y) + mu * z, z,
