@@ -100,11 +100,10 @@ def test_torchrun_two_ranks_equal_one_process(one_process, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     data = json.loads((out / "results.json").read_text())
     assert _same_cells(data["cells"], one_process["cells"])
-    # each rank ran the cells dealt to it, from the cells left to do (the n/a one is not run)
+    # the ranks took the cells left to do from the shared counter: each exactly once (the n/a one is not run)
     todo = sorted(k for k, c in one_process["cells"].items() if "psnr" in c)
-    for rank in (0, 1):
-        ran = sorted(k for k, who in data["ran_by"].items() if who.startswith(f"rank {rank} of 2 "))
-        assert ran == assign_cells(todo, rank, 2) and ran, rank
+    assert sorted(data["ran_by"]) == todo
+    assert all(who.startswith(("rank 0 of 2 ", "rank 1 of 2 ")) for who in data["ran_by"].values()), data["ran_by"]
     # rank 0 alone reported and wrote; the ranks' shard files are merged and gone
     assert proc.stdout.count("cells in") == 1, proc.stdout
     assert _shard_files(out) == []
@@ -219,6 +218,13 @@ def test_merging_shards_of_different_settings_is_refused(tmp_path, capsys):
     assert {p.name: p.read_bytes() for p in a.iterdir()} == before  # nothing written, nothing removed
     assert main(["bench-merge", "--out", str(tmp_path / "empty")]) == 2
     assert "nothing to merge" in capsys.readouterr().err
+
+
+def test_a_plain_process_counts_alone(no_launch):
+    assert distributed.has_counters()
+    name = f"test-{os.getpid()}-{id(no_launch)}"
+    assert [distributed.take_next(name) for _ in range(3)] == [0, 1, 2]
+    assert distributed.take_next(name + "-other") == 0
 
 
 def test_a_plain_process_is_rank_0_of_1(no_launch):

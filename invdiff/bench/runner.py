@@ -8,15 +8,18 @@ the worker processes, so a method registered at run time (a new solver in ``SOLV
 like a shipped one.
 
 Many processes and machines. Under ``torchrun`` (a process group of several ranks, see
-:mod:`invdiff.distributed`) rank 0 resumes the folder and decides the cells still to do; they
-are dealt round-robin over the sorted cell keys (:func:`assign_cells`), and each rank runs its
-own with its own pool of ``jobs`` processes. Rank 0 writes ``results.json`` after each of its
+:mod:`invdiff.distributed`) rank 0 resumes the folder and decides the cells still to do; each rank
+takes the next cell of that list whenever one of its ``jobs`` processes is free (a counter in
+``torchrun``'s rendezvous store, :func:`invdiff.distributed.take_next`), so a rank that drew
+cheap cells takes more of them and the ranks finish together. (A process group formed
+without :func:`invdiff.distributed.init` has no such store: its cells are dealt round-robin
+over the sorted keys, :func:`assign_cells`.) Rank 0 writes ``results.json`` after each of its
 cells; every other rank ``k`` of ``N`` writes its finished cells atomically to
 ``results.rank-k-of-N.json`` after each one, so a killed job loses no finished cell. At the end
 the ranks' records are gathered on rank 0, which alone writes ``results.json`` (merging the
 shard files, then removing them), ``results.md`` and the figures. A job array runs
-``shard=(k, N)`` in separate jobs instead: shard ``k`` takes the same round-robin share of
-*every* requested cell (independent jobs cannot agree on what is left), skips those already
+``shard=(k, N)`` in separate jobs instead: shard ``k`` takes its round-robin share of
+*every* requested cell (:func:`assign_cells`) (independent jobs cannot agree on what is left), skips those already
 finished anywhere in the folder, and writes only ``results.shard-k-of-N.json``;
 :func:`merge_shards` folds the shard files into ``results.json`` and writes the report. Every
 run — one process, ``torchrun`` or a later shard — first folds the shard files it finds, so
@@ -30,6 +33,7 @@ import copy
 import json
 import re
 import socket
+import uuid
 from pathlib import Path
 
 import torch
@@ -268,22 +272,38 @@ def _not_applicable_record(problem: str, method: Method, reason: str) -> dict:
 
 def _run_cells(cells, record, *, n_images, seed, steps, threads, jobs, out_dir, progress, desc) -> None:
     """Run ``cells`` [(problem, Method)] in a pool of ``jobs`` spawned processes, one process per
-    cell; ``record(key, rec)`` is called in this process as each cell finishes."""
+    cell; ``record(key, rec)`` is called in this process as each cell finishes.
+
+    ``cells`` may be any iterable: the next cell is taken from it only when a process is free
+    (ranks taking cells from a shared counter rely on this)."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
     from tqdm import tqdm
 
-    if not cells:
+    source = iter(cells)
+    first = next(source, None)
+    if first is None:
         return
-    bar = tqdm(total=len(cells), disable=not progress, desc=desc)
+    bar = tqdm(total=len(cells) if isinstance(cells, list) else None, disable=not progress, desc=desc)
     ctx = multiprocessing.get_context("spawn")
+    pending = [first]
     with ProcessPoolExecutor(jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
-        futures = {pool.submit(run_cell, p, m, n_images, seed, steps, threads, str(out_dir)): (p, m)
-                   for p, m in cells}
-        for fut in as_completed(futures):
-            p, m = futures[fut]
+        running = {}
+
+        def start_one() -> None:
+            cell = pending.pop() if pending else next(source, None)
+            if cell is not None:
+                p, m = cell
+                running[pool.submit(run_cell, p, m, n_images, seed, steps, threads, str(out_dir))] = cell
+
+        for _ in range(jobs):
+            start_one()
+        while running:
+            fut = next(iter(wait(running, return_when=FIRST_COMPLETED)[0]))
+            p, m = running.pop(fut)
+            start_one()
             try:
                 rec = fut.result()
                 shown = f"{sum(rec['psnr']) / len(rec['psnr']):.2f} dB"
@@ -430,6 +450,15 @@ def _from_rank0(fn):
     return value
 
 
+def _taken(todo: list[str], cells: dict, counter: str):
+    """The cells of ``todo`` this rank takes, one each time the next is asked for, by the shared
+    ``counter`` (:func:`invdiff.distributed.take_next`); stops when the counter passes the end."""
+    i = distributed.take_next(counter)
+    while i < len(todo):
+        yield cells[todo[i]]
+        i = distributed.take_next(counter)
+
+
 def _run_ranks(problems, methods, counts, config, options, *, progress, command, shard) -> dict:
     """The cells spread over the ranks of the process group (see the module's description)."""
     rank, world = distributed.rank(), distributed.world_size()
@@ -456,12 +485,16 @@ def _run_ranks(problems, methods, counts, config, options, *, progress, command,
         _save_json(path, data)
         _remove(folded)
         state["data"] = data
-        return {"todo": todo, "plan": sorted(plan)}
+        return {"todo": todo, "plan": sorted(plan), "run": uuid.uuid4().hex}
 
     shared = _from_rank0(prepare)
     specs, chosen = _resolve(problems, methods, **counts)  # rank 0 has checked them
     cells = {key: (problem, m) for key, (problem, m, _) in _plan(specs, chosen, check=False).items()}
-    mine = assign_cells(shared["todo"], rank, world)
+    todo = shared["todo"]
+    if distributed.has_counters():  # whenever a process is free, the next cell no rank has taken
+        mine = _taken(todo, cells, f"bench-cells-{shared['run']}")
+    else:  # no store to count in: round-robin
+        mine = [cells[k] for k in assign_cells(todo, rank, world)]
     own_path = out_dir / shard_file("rank", rank, world)
     own = {"config": config, "shard": f"rank {rank} of {world}", "plan": shared["plan"], "cells": {}, "ran_by": {}}
     where = f"rank {rank} of {world} on {socket.gethostname()}"
@@ -478,7 +511,7 @@ def _run_ranks(problems, methods, counts, config, options, *, progress, command,
             own["ran_by"][key] = where
             _save_json(own_path, own)
 
-    _run_cells([cells[k] for k in mine], record, progress=progress and rank == 0,
+    _run_cells(mine, record, progress=progress and rank == 0,
                desc=f"bench cells (rank 0 of {world})", **options)
     gathered = distributed.all_gather_object(own)  # the records reach rank 0 without a shared file system too
 

@@ -23,7 +23,7 @@ import torch
 
 __all__ = ["DistributedError", "PeerError", "Launch", "launch_info", "init", "is_initialized", "rank",
            "world_size", "barrier", "all_gather_object", "shutdown", "process_group", "LAUNCH_VARIABLES",
-           "CONNECT_TIMEOUT", "COLLECTIVE_TIMEOUT"]
+           "CONNECT_TIMEOUT", "COLLECTIVE_TIMEOUT", "take_next", "has_counters"]
 
 #: The environment variables ``torchrun`` sets for every rank and that :func:`launch_info` reads.
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -34,6 +34,10 @@ CONNECT_TIMEOUT = 300.0
 #: Seconds a collective (barrier, gather) waits: long, because the ranks of a benchmark finish
 #: their cells hours apart; a rank that dies ends the job through ``torchrun`` instead.
 COLLECTIVE_TIMEOUT = 7 * 24 * 3600.0
+
+
+_STORE = [None]  # the rendezvous store of the group formed by init()
+_LOCAL: dict[str, int] = {}  # take_next's counters in a process without a group
 
 
 class DistributedError(RuntimeError):
@@ -163,6 +167,7 @@ def init(*, cuda: bool = False, connect_timeout: float = CONNECT_TIMEOUT,
         store, _, _ = next(torch.distributed.rendezvous("env://", timeout=timedelta(seconds=connect_timeout)))
         torch.distributed.init_process_group(backend, store=store, rank=info.rank, world_size=info.world_size,
                                              timeout=timedelta(seconds=timeout))
+        _STORE[0] = store
     except Exception as err:  # noqa: BLE001 — store, backend and timeout errors of every kind: one line
         lines = str(err).strip().splitlines()
         cause = lines[0] if lines else ""
@@ -186,10 +191,33 @@ def all_gather_object(obj) -> list:
     return gathered
 
 
+def has_counters() -> bool:
+    """Whether :func:`take_next` can count across the ranks: a plain process, or a group formed by
+    :func:`init` (whose rendezvous store holds the counters)."""
+    return not is_initialized() or _STORE[0] is not None
+
+
+def take_next(counter: str) -> int | None:
+    """The next number (0, 1, 2, …) of the counter ``counter`` shared by every rank of the group.
+
+    Each call, on any rank, gets a number no other call got (an atomic add in the rendezvous
+    store of :func:`init`), so ranks that take work items by these numbers share them out as
+    each becomes free. Returns ``None`` when the group was not formed by :func:`init` (no store
+    to count in); a plain process counts alone, from 0.
+    """
+    if not is_initialized():
+        _LOCAL[counter] = _LOCAL.get(counter, -1) + 1
+        return _LOCAL[counter]
+    if _STORE[0] is None:
+        return None
+    return int(_STORE[0].add(f"invdiff/{counter}", 1)) - 1
+
+
 def shutdown() -> None:
     """Tear down the default process group if there is one."""
     if is_initialized():
         torch.distributed.destroy_process_group()
+    _STORE[0] = None
 
 
 @contextmanager
