@@ -193,10 +193,10 @@ def estimate(rec1: dict, rec2: dict, a) -> list[str]:
         "",
         f"Collectives per step cost {ar_n:.0f} × 30 µs + {halo_n:.0f} × 50 µs = {(ar_n * 30e-6 + halo_n * 50e-6) * 1e3:.1f} ms "
         "under these assumptions; they matter only when a GPU takes well under a millisecond per slice.",
-        f"Memory: the solver's state is split over the ranks: the growth of the peak resident memory during "
-        f"the solve was {r1['peak_growth_mb']:.0f} MiB in one process and {max(r['peak_growth_mb'] for r in two):.0f} "
-        f"MiB on the larger of 2 ranks (×{max(r['peak_growth_mb'] for r in two) / max(r1['peak_growth_mb'], 1e-9):.2f}); "
-        f"on 8 GPUs each holds one copy of the network and the state of at most 38 slices.",
+        f"Memory: the growth of the peak resident memory during the solve was {r1['peak_growth_mb']:.0f} MiB in "
+        f"one process and {max(r['peak_growth_mb'] for r in two):.0f} MiB on the larger of 2 ranks "
+        f"(×{max(r['peak_growth_mb'] for r in two) / max(r1['peak_growth_mb'], 1e-9):.2f}); on 8 GPUs each rank "
+        f"holds one copy of the network, one chunk's activations and the state of at most 38 slices.",
     ]
 
 
