@@ -26,8 +26,14 @@ def _dot(a: torch.Tensor, b: torch.Tensor, batched: bool = True) -> torch.Tensor
 
 def cg(apply_M: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, x0: torch.Tensor | None = None,
        *, max_iter: int = 50, tol: float = 1e-6, batched: bool = True,
-       dot: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-    """Solve ``M x = b`` by conjugate gradients (Hestenes & Stiefel 1952), batch-wise.
+       dot: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+       precond: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Solve ``M x = b`` by conjugate gradients (Hestenes & Stiefel 1952), batch-wise, optionally preconditioned.
+
+    With a preconditioner ``P ≈ M⁻¹`` (symmetric positive definite) it is preconditioned CG
+    (Saad, *Iterative Methods for Sparse Linear Systems*, 2003, Algorithm 9.1):
+    ``z = P r``, ``α = ⟨r, z⟩ / ⟨p, M p⟩``, ``β = ⟨r', z'⟩ / ⟨r, z⟩``, ``p' = z' + β p``; without
+    one, ``z = r`` and the iterates are plain CG's.
 
     Parameters
     ----------
@@ -54,6 +60,10 @@ def cg(apply_M: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, x0: tor
         tensor that holds one block of a larger unknown (slices split over processes) passes the
         inner product of the whole unknown, ``Σ_blocks Σ_i a_i b_i``: every block then takes the
         same steps and stops together, and the iterates equal those of one process on the whole.
+    precond : callable, optional
+        ``r -> P r``, a symmetric positive definite approximation of ``M⁻¹`` acting like
+        ``apply_M`` (e.g. :class:`invdiff.operators.preconditioner.CirculantPreconditioner`);
+        the stopping test stays on the unpreconditioned residual ``‖b − M x‖``.
 
     Returns
     -------
@@ -65,8 +75,10 @@ def cg(apply_M: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, x0: tor
 
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     r = b - apply_M(x) if x0 is not None else b.clone()
-    p = r.clone()
+    z = r if precond is None else precond(r)
+    p = z.clone()
     rr = inner(r, r)
+    rz = rr if precond is None else inner(r, z)
     # Below ~10 ulp the residual is rounding noise; iterating on it breaks down (M singular).
     tol = max(tol, 10 * torch.finfo(b.dtype).eps)
     stop = (tol * inner(b, b).sqrt()) ** 2
@@ -78,10 +90,16 @@ def cg(apply_M: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, x0: tor
         Mp = apply_M(p)
         pMp = inner(p, Mp)
         active = (active & (pMp > tiny)).to(b.dtype)
-        alpha = active * rr / pMp.clamp_min(tiny)
+        alpha = active * rz / pMp.clamp_min(tiny)
         x = x + alpha * p
         r = r - alpha * Mp
         rr_new = inner(r, r)
-        p = torch.where(active > 0, r + (rr_new / rr.clamp_min(tiny)) * p, p)
+        if precond is None:
+            z, rz_new = r, rr_new
+        else:
+            z = precond(r)
+            rz_new = inner(r, z)
+        p = torch.where(active > 0, z + (rz_new / rz.clamp_min(tiny)) * p, p)
         rr = torch.where(active > 0, rr_new, rr)
+        rz = torch.where(active > 0, rz_new, rz)
     return x

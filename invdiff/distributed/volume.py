@@ -279,12 +279,14 @@ class BlockCoupling(Coupling):
         return torch.cat(parts).sum()
 
     def dot(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """``⟨a, b⟩ = Σ_r Σ_{i ∈ block r} a_i b_i`` over the whole volume, a 0-d tensor."""
-        return self._sum((a * b).sum())
+        """``⟨a, b⟩ = Σ_r Σ_{i ∈ block r} a_i b_i`` over the whole volume (blocks' sums in double
+        precision, :meth:`Coupling.local_dot`), a 0-d tensor of ``a``'s dtype."""
+        return self._sum(self.local_dot(a, b)).to(a.dtype)
 
     def norm(self, t: torch.Tensor) -> torch.Tensor:
-        """``‖t‖₂ = (Σ_r Σ_{i ∈ block r} t_i²)^{1/2}`` over the whole volume, a 0-d tensor."""
-        return self._sum((t * t).sum()).sqrt()
+        """``‖t‖₂ = (Σ_r Σ_{i ∈ block r} |t_i|²)^{1/2}`` over the whole volume, a 0-d tensor of ``t``'s real dtype."""
+        m = t.abs() if t.is_complex() else t
+        return self._sum(self.local_dot(m, m)).sqrt().to(m.dtype)
 
     def noise(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """This block's slices of one standard normal draw for the whole volume.

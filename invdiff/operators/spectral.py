@@ -97,18 +97,19 @@ def has_binary_spectrum(physics) -> bool:
 
 
 def data_prox(physics, y: torch.Tensor, z: torch.Tensor, mu: float, *, cg_iters: int, tol: float = 1e-6,
-              closed_form: bool | None = None):
+              closed_form: bool | None = None, precond=None):
     """``argmin_x ½‖A x − y‖² + (μ/2)‖x − z‖²``, i.e. ``(AᵀA + μ I) x = Aᵀy + μ z``.
 
     The operator's closed form where it has one and ``closed_form`` allows it (``None``:
     :func:`has_exact_prox`), otherwise the package's CG (:func:`invdiff.linalg.cg`) warm-started
-    at ``z`` with ``cg_iters`` iterations.
+    at ``z`` with ``cg_iters`` iterations, preconditioned by ``precond``
+    (a :class:`~invdiff.operators.preconditioner.CirculantPreconditioner`) when given.
     """
     if closed_form is False or not has_exact_prox(physics):
         from ..linalg import cg
 
         return cg(lambda v: physics.A_adjoint(physics.A(v)) + mu * v, physics.A_adjoint(y) + mu * z, z,
-                  max_iter=cg_iters, tol=tol)
+                  max_iter=cg_iters, tol=tol, precond=None if precond is None else precond.for_mu(mu))
     if has_svd(physics):
         # z + V diag(s̄ / (|s|² + μ)) Uᴴ (y − A z): the residual form with the SVD's own factors.
         # deepinv's prox divides Vᴴ(Aᵀy + μ z) by |s|² + μ, whose rounding noise on tiny singular

@@ -18,14 +18,15 @@ fits the noise on near-zero singular values, which CG's few iterations leave alo
 images and ``σ̄ = sqrt(1 − ᾱ)/sqrt(ᾱ)`` on [−1, 1] images, i.e. ``σ̄ = 2σ`` here, so
 ``ρ_σ = λ σ_y² / (4σ²)``. One network call per step, no VJP.
 
-=============  ====================================================
-code           paper / official code
-=============  ====================================================
-``lam``        λ (``lambda_``), 1 in the paper's configs; 7 in some task scripts
-``zeta``       ζ: 0.1 deblurring, 0.25 super-resolution, 1.0 inpainting
-``rho``        ρ_t
-``x0_data``    :math:`\\hat x_0^{(t)}` after the data step
-=============  ====================================================
+=================  ====================================================
+code               paper / official code
+=================  ====================================================
+``lam``            λ (``lambda_``), 1 in the paper's configs; 7 in some task scripts
+``zeta``           ζ: 0.1 deblurring, 0.25 super-resolution, 1.0 inpainting
+``rho``            ρ_t
+``x0_data``        :math:`\\hat x_0^{(t)}` after the data step
+``precond_floor``  δ of the CG preconditioner (:mod:`invdiff.operators.preconditioner`); ``None``: plain CG
+=================  ====================================================
 
 Defaults: 100 steps (20 for inpainting in the paper); the schedule is the DDPM linear grid
 truncated to the prior's range (:func:`invdiff.schedules.ddpm_sigmas`). A floor
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..operators.preconditioner import CirculantPreconditioner
 from ..operators.spectral import data_prox, has_binary_spectrum
 from .base import noise_like, Solver, State
 
@@ -52,6 +54,7 @@ class DiffPIR(Solver):
     lam: float = 1.0
     zeta: float = 0.3
     cg_iters: int = 30
+    precond_floor: float | None = None
 
     schedule = "ddpm"
     step_params = ("lam", "zeta")
@@ -63,19 +66,42 @@ class DiffPIR(Solver):
         if not (self.lam > 0 and 0 <= self.zeta <= 1 and self.cg_iters >= 1):
             raise ValueError(f"need lam > 0, 0 <= zeta <= 1, cg_iters >= 1; got {self.lam}, {self.zeta}, "
                              f"{self.cg_iters}")
+        if self.precond_floor is not None and not 0 <= self.precond_floor < 1:
+            raise ValueError(f"precond_floor must be None or in [0, 1), got {self.precond_floor}")
 
-    def data_step(self, problem, x0: torch.Tensor, rho: float) -> torch.Tensor:
+    def _uses_cg(self, physics) -> bool:
+        return not has_binary_spectrum(physics)
+
+    def init(self, problem, prior, x_T, sigma, generator):
+        """The starting iterate, and the CG preconditioner when ``precond_floor`` asks for one."""
+        pre = None
+        if self.precond_floor is not None and self._uses_cg(problem.physics):
+            pre = CirculantPreconditioner(problem.physics, x_T.shape, floor=self.precond_floor, dtype=x_T.dtype,
+                                          device=x_T.device)
+        return DiffPIRState(x=x_T, precond=pre)
+
+    def data_step(self, problem, x0: torch.Tensor, rho: float, precond=None) -> torch.Tensor:
         """``argmin_z ‖y − A z‖² + ρ ‖z − x0‖²``: the operator's closed form where it has one,
-        else CG warm-started at ``x0`` (:func:`invdiff.operators.spectral.data_prox`)."""
+        else CG warm-started at ``x0``, preconditioned by ``precond`` when given
+        (:func:`invdiff.operators.spectral.data_prox`)."""
         A = problem.physics
-        return data_prox(A, problem.y, x0, rho, cg_iters=self.cg_iters, closed_form=has_binary_spectrum(A))
+        return data_prox(A, problem.y, x0, rho, cg_iters=self.cg_iters, closed_form=not self._uses_cg(A),
+                         precond=precond)
 
     def step(self, state, sigma, sigma_next, problem, prior, generator):
+        pre = getattr(state, "precond", None)
         with torch.no_grad():
             x0 = prior.denoise(state.x, sigma)
             rho = self.lam * max(problem.sigma_y, 1e-3) ** 2 / (4 * sigma**2)
-            x0_data = self.data_step(problem, x0, rho) if problem.y.flatten(1).shape[1] else x0
+            x0_data = self.data_step(problem, x0, rho, pre) if problem.y.flatten(1).shape[1] else x0
             eps_hat = (state.x - x0_data) / sigma
             noise = noise_like(state.x, generator)
             x = x0_data + sigma_next * ((1 - self.zeta) ** 0.5 * eps_hat + self.zeta**0.5 * noise)
-        return State(x=x, x0=x0_data), {}
+        return DiffPIRState(x=x, x0=x0_data, precond=pre), {}
+
+
+@dataclass
+class DiffPIRState(State):
+    """DiffPIR's state: the iterate, ``x̂0`` after the data step, and the CG preconditioner (or ``None``)."""
+
+    precond: CirculantPreconditioner | None = None

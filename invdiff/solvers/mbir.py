@@ -93,13 +93,25 @@ class Coupling:
 
     halo = None
 
+    @staticmethod
+    def local_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``Σ_i a_i b_i`` over the slices held here, accumulated in double precision.
+
+        Sums taken in another order (the whole volume at once, or one block per rank and then
+        the blocks) then agree far below the inputs' own precision, so the float32 iterates of
+        one process and of several ranks stay within float32 rounding of each other.
+        """
+        prod = a * b
+        return prod.sum(dtype=torch.complex128 if prod.is_complex() else torch.float64)
+
     def dot(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """``⟨a, b⟩ = Σ_i a_i b_i`` over the whole volume, a 0-d tensor (CG's inner product)."""
-        return (a * b).sum()
+        """``⟨a, b⟩ = Σ_i a_i b_i`` over the whole volume, a 0-d tensor of ``a``'s dtype (CG's inner product)."""
+        return self.local_dot(a, b).to(a.dtype)
 
     def norm(self, t: torch.Tensor) -> torch.Tensor:
-        """``‖t‖₂`` over the whole volume, a 0-d tensor."""
-        return t.norm()
+        """``‖t‖₂`` over the whole volume, a 0-d tensor of ``t``'s real dtype."""
+        m = t.abs() if t.is_complex() else t
+        return self.local_dot(m, m).sqrt().to(m.dtype)
 
     def noise(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Standard normal noise shaped like ``x``: this block's slices of one draw for the whole volume."""
