@@ -30,6 +30,7 @@ every rank can read and write (a shared file system across machines).
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import re
 import socket
@@ -286,14 +287,14 @@ def _run_cells(cells, record, *, n_images, seed, steps, threads, jobs, out_dir, 
     first = next(source, None)
     if first is None:
         return
+    source = itertools.chain([first], source)
     bar = tqdm(total=len(cells) if isinstance(cells, list) else None, disable=not progress, desc=desc)
     ctx = multiprocessing.get_context("spawn")
-    pending = [first]
     with ProcessPoolExecutor(jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
         running = {}
 
         def start_one() -> None:
-            cell = pending.pop() if pending else next(source, None)
+            cell = next(source, None)
             if cell is not None:
                 p, m = cell
                 running[pool.submit(run_cell, p, m, n_images, seed, steps, threads, str(out_dir))] = cell
