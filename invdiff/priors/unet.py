@@ -172,20 +172,27 @@ class EDMPrior(Prior):
     Parameters
     ----------
     net : UNet
-        The raw network ``F``.
+        The raw network ``F``; its weights are put in ``memory_format`` (a layout
+        change only: the values, ``state_dict`` keys and saved files are unchanged).
     sigma_data : float
         Data standard deviation used by the preconditioning (0.25 in [0, 1] units).
     sigma_min, sigma_max : float
         Noise range the network was trained for.
+    memory_format : torch.memory_format
+        Layout of the weights and of the network's input: ``torch.channels_last`` (default, the
+        fastest measured) or ``torch.contiguous_format``.
     img_size : (int, int) or None
         Training resolution; the network is fully convolutional, so other sizes divisible by
         ``2 ** (len(mults) - 1)`` run too (out of distribution, see the model cards).
     """
 
     def __init__(self, net: UNet, *, sigma_data: float = 0.25, sigma_min: float = 2e-3,
-                 sigma_max: float = 40.0, img_size=None):
+                 sigma_max: float = 40.0, img_size=None, memory_format=torch.channels_last):
         super().__init__()
-        self.net = net
+        # Channels-last memory layout (values unchanged): the convolutions run 1.2× (64 px) to
+        # 3.2× (512 px) faster on CPU with identical results (benchmarks/network.md).
+        self.memory_format = memory_format
+        self.net = net.to(memory_format=memory_format)
         self.sigma_data = float(sigma_data)
         self.sigma_min = float(sigma_min)
         self.sigma_max = float(sigma_max)
@@ -217,7 +224,8 @@ class EDMPrior(Prior):
         inp = (c_in * xc).to(net_dtype)
         if cond is not None:
             inp = torch.cat([inp, cond.to(device=inp.device, dtype=net_dtype)], dim=1)
-        out = self.net(inp, c_noise.to(net_dtype)).to(x.dtype)
+        inp = inp.contiguous(memory_format=self.memory_format)
+        out = self.net(inp, c_noise.to(net_dtype)).to(x.dtype).contiguous()
         return 0.5 + c_skip * xc + c_out * out
 
     def loss_weight(self, sigma):
