@@ -103,7 +103,7 @@ def run_cell(problem: str, method: Method, n_images: int, seed: int, steps: int,
     return {"problem": problem, "method": method.name, "family": method.family,
             "psnr": psnr(x, pb.x_true).tolist(), "ssim": ssim(x, pb.x_true).tolist(),
             "nfe": res.nfe, "vjp": res.vjp, "seconds_per_image": res.seconds / n_images,
-            "peak_memory_mb": res.peak_memory_mb, "params": res.params, "device": device_name(dev), **uq}
+            "network_seconds_per_image": res.network_seconds / n_images, "peak_memory_mb": res.peak_memory_mb, "params": res.params, "device": device_name(dev), **uq}
 
 
 
