@@ -164,7 +164,7 @@ class Problem:
     def unconditional(cls, img_shape, batch: int = 1, *, dtype=torch.float32, device=None) -> "Problem":
         """A problem with no measurement (:class:`NoMeasurement`): solving it samples the prior
         (on ``device``, default the CPU: solvers follow the device of ``y``)."""
-        return cls(physics=NoMeasurement(img_shape), y=torch.zeros((batch, 0), dtype=dtype, device=device),
+        return cls(physics=NoMeasurement(img_shape).to(device), y=torch.zeros((batch, 0), dtype=dtype, device=device),
                    sigma_y=0.0)
 
     def to(self, device) -> "Problem":

@@ -15,7 +15,7 @@ import warnings
 import torch
 from tqdm.auto import tqdm
 
-from .devices import randn, synchronize
+from .devices import module_device, randn, synchronize
 from .operators.spectral import require_svd
 from .problem import Problem
 from .result import Result
@@ -49,6 +49,11 @@ def _check_arguments(problem, prior, solver, generator) -> None:
         n_bad = int((~torch.isfinite(y)).sum())
         raise ValueError(f"problem.y contains {n_bad} non-finite (NaN or Inf) value(s); a measurement with "
                          f"missing entries needs an operator that leaves them out (e.g. a mask)")
+    for name, module in (("the prior", prior), ("the operator (problem.physics)", problem.physics)):
+        where = module_device(module, default=y.device)  # a module without tensors runs anywhere
+        if where.type != y.device.type or where.index != y.device.index:
+            raise ValueError(f"{name} is on {where} but the measurement problem.y is on {y.device}: put both on one "
+                             f"device (prior.to(device), problem.to(device))")
 
 
 def _hint(solver) -> str:
@@ -94,6 +99,9 @@ def solve(problem: Problem, prior, solver, *, steps: int = 100, sigmas=None, num
           callback=None) -> Result:
     """Run ``solver`` on ``problem`` with ``prior``.
 
+    The solve runs on the device and in the dtype of ``problem.y``; put the prior there too
+    (``prior.to(device)``, ``problem.to(device)``).
+
     Parameters
     ----------
     problem : Problem
@@ -110,7 +118,9 @@ def solve(problem: Problem, prior, solver, *, steps: int = 100, sigmas=None, num
     num_samples : int
         Independent samples per problem, drawn in one batch of ``num_samples · B``.
     generator : torch.Generator, optional
-        The only source of randomness.
+        The only source of randomness. It may live on another device than the problem (a CPU
+        generator, the usual case): numbers are drawn on its device and moved, so one seed gives
+        the same draws on every device (:mod:`invdiff.devices`).
     progress : bool
         Show a tqdm progress bar.
     record : tuple of str

@@ -271,6 +271,18 @@ def test_problem_to_moves_every_tensor_field(device):
         pb.to("nonsense")
 
 
+def test_solve_refuses_a_prior_or_operator_on_another_device(smooth_prior, inpainting_problem):
+    """A prior or an operator left on another device than the measurement is named before any work
+    (on the CPU, the ``meta`` device stands in for a GPU)."""
+    pb, _ = inpainting_problem(0.5)
+    solver = SOLVERS["diffpir"]()
+    with pytest.raises(ValueError, match="the prior is on meta but the measurement problem.y is on cpu"):
+        solve(pb, copy.deepcopy(smooth_prior).to("meta"), solver, steps=2, progress=False)
+    elsewhere = Problem(copy.deepcopy(pb.physics).to("meta"), pb.y, pb.sigma_y)
+    with pytest.raises(ValueError, match=r"the operator \(problem.physics\) is on meta"):
+        solve(elsewhere, smooth_prior, solver, steps=2, progress=False)
+
+
 @pytest.mark.gpu
 def test_cli_solve_with_device_cuda(tmp_path):
     """``invdiff solve --device cuda`` on a tiny run gives the CPU's reconstruction (float32 rounding:
