@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import deepinv
 import torch
 
-from .devices import randn
+from .devices import module_device, randn, resolve_device
 
 __all__ = ["Problem", "NoMeasurement", "check_finite", "check_intensities", "check_sigma_y", "noise_sigma"]
 
@@ -178,8 +178,6 @@ class Problem:
             Checked by :func:`invdiff.devices.resolve_device` (a ``ValueError`` naming a device this
             machine does not have, and the devices it has).
         """
-        from .devices import module_device, resolve_device
-
         dev = resolve_device(device)
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         where = [v.device if isinstance(v, torch.Tensor) else module_device(v) for v in values.values()
