@@ -65,6 +65,13 @@ def _threads(args) -> int:
     return set_threads(args.threads)
 
 
+def _add_device(p, what: str) -> None:
+    """The ``--device`` option of a command that runs a network; ``what`` says what it moves there."""
+    p.add_argument("--device", default="cpu", help=f"torch device for {what}, e.g. 'cuda' or 'cuda:1' (noise is "
+                   "drawn on the CPU from the seeded generator, so runs match across devices up to rounding; "
+                   "outputs are written from the CPU)")
+
+
 def _int_list(text: str, option: str) -> tuple:
     try:
         return tuple(int(v) for v in text.split(",") if v.strip())
@@ -101,6 +108,7 @@ def _add_demo(sub):
     p.add_argument("--seed", type=int, default=0, help="seed of the measurement noise and the sampler")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads, >= 0 (0: the idle cores, i.e. the "
                    "CPUs this process may use minus the load average; see invdiff.threads)")
+    _add_device(p, "the prior and the CT problem during DiffPIR")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_cmd_demo)
 
@@ -113,7 +121,7 @@ def _cmd_demo(args, argv):
             raise CLIError(f"--{name} must be >= 1, got {getattr(args, name)}")
     _threads(args)
     out = run_demo(args.out, views=args.views, steps=args.steps, samples=args.samples, seed=args.seed,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, device=args.device)
     print(f"{args.views}-view CT, 64×64 phantom, sigma_y = 0.005")
     print(f"  FBP      PSNR {out['fbp'][0]:6.2f} dB   SSIM {out['fbp'][1]:.3f}")
     print(f"  DiffPIR  PSNR {out['diffusion'][0]:6.2f} dB   SSIM {out['diffusion'][1]:.3f}   "
@@ -158,6 +166,7 @@ def _add_solve(sub):
     p.add_argument("--coils", metavar="FILE", help="complex coil sensitivities of --kspace as .npy, (coils, H, W); "
                    "default: estimated from the fully sampled k-space centre (sum of squares)")
     p.add_argument("--prior", help="shipped prior name (default: the problem's, or phantom64)")
+    _add_device(p, "the prior and the problem (operator and measurement)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_cmd_solve)
@@ -175,7 +184,7 @@ def _cmd_solve(args, argv):
                         n_views=args.n_views, max_angle=args.max_angle, sigma_y=args.sigma_y, prior=args.prior,
                         progress=not args.no_progress and distributed.rank() == 0, nifti=args.nifti,
                         dicom_series=args.dicom_series, kspace=args.kspace, mask=args.mask, coils=args.coils,
-                        distribute=True)
+                        distribute=True, device=args.device)
     if not out:  # a rank other than 0: rank 0 writes and reports
         return
     if "psnr" in out:
@@ -215,6 +224,7 @@ def _add_bench(sub):
     p.add_argument("--steps", type=int, default=100, help="diffusion steps of every diffusion method; default 100")
     p.add_argument("--jobs", type=int, default=1, help="cells run in parallel, each in its own process")
     p.add_argument("--threads", type=int, default=1, help="torch threads per cell")
+    _add_device(p, "every cell's prior and problem (each cell's record names the device)")
     p.add_argument("--out", required=True, help="output directory (created; an existing results.json is resumed)")
     p.add_argument("--shard", metavar="K/N", default=None,
                    help="run only shard K of N (0 <= K < N) of the cells, as one task of a job array: writes "
@@ -244,7 +254,7 @@ def _cmd_bench(args, argv):
         with distributed.process_group():  # forms the group under torchrun; nothing for a plain process
             data = run_bench(problems, args.solvers, n_images=args.n_images, seed=args.seed, steps=args.steps,
                              out=args.out, jobs=args.jobs, threads=args.threads, progress=not args.no_progress,
-                             command="invdiff " + " ".join(argv), shard=shard)
+                             command="invdiff " + " ".join(argv), shard=shard, device=args.device)
             if distributed.rank() != 0:  # rank 0 reports for the job
                 return
     except distributed.PeerError:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .devices import synchronize
 from .operators.spectral import has_svd
 from .result import Result
 from .solve import CountingPrior, peak_rss_mb, solve
@@ -87,11 +88,16 @@ class Method:
         if self.uses_prior and prior is None:
             raise ValueError(f"{self.name} needs a prior, got None")
         params = dict(params or {})
+        on_gpu = problem.y.is_cuda
+        if on_gpu:
+            torch.cuda.reset_peak_memory_stats(problem.y.device)
         rss0 = peak_rss_mb()
         res = self._run(problem, prior, steps=steps, generator=generator, params=params)
         if not torch.isfinite(res.x_hat).all():
             raise ValueError(f"{self.name} returned non-finite values")
-        res.peak_memory_mb = max(peak_rss_mb() - rss0, 0.0)
+        # as invdiff.solve reports it: peak accelerator memory on a GPU, growth of the peak RSS on the CPU
+        res.peak_memory_mb = (torch.cuda.max_memory_allocated(problem.y.device) / 2**20 if on_gpu
+                              else max(peak_rss_mb() - rss0, 0.0))
         res.params = params
         return res
 
@@ -133,19 +139,24 @@ class DeepinvMethod(Method):
     sampler: str = ""
 
     def _build(self, denoiser, problem, steps: int, seed: int, params: dict):
+        """``run()`` of the sampler on ``problem``'s device: deepinv draws its noise there (DPS from a
+        generator on that device, DDRM and DiffPIR from the global one seeded with ``seed``), so
+        its draws differ from device to device, unlike invdiff's solvers."""
         import deepinv
         import numpy as np
 
+        device = problem.y.device
         if self.sampler == "DPS":
-            sampler = deepinv.sampling.DPS(denoiser, num_steps=steps + 1, dtype=problem.y.dtype,
-                                           rng=torch.Generator().manual_seed(seed), **params)
+            sampler = deepinv.sampling.DPS(denoiser, num_steps=steps + 1, dtype=problem.y.dtype, device=device,
+                                           rng=torch.Generator(device).manual_seed(seed), **params)
             shape = (problem.y.shape[0],) + tuple(problem.img_shape)
             return lambda: sampler(problem.y, problem.physics, x_init=shape)
         if self.sampler == "DDRM":
             sampler = deepinv.sampling.DDRM(denoiser, sigmas=np.linspace(1, 0, steps), **params)
         else:
             sampler = deepinv.sampling.DiffPIR(denoiser, deepinv.optim.data_fidelity.L2(),
-                                               sigma=max(problem.sigma_y, 1e-3), max_iter=steps, **params)
+                                               sigma=max(problem.sigma_y, 1e-3), max_iter=steps, device=device,
+                                               **params)
 
         def run():
             torch.manual_seed(seed)  # deepinv's DDRM and DiffPIR draw from the global generator
@@ -159,8 +170,10 @@ class DeepinvMethod(Method):
 
         counted = CountingPrior(prior)
         run = self._build(to_deepinv(counted), problem, steps, _seed(generator), params)
+        synchronize(problem.y)
         t0 = time.perf_counter()
         x = run().detach()
+        synchronize(x)
         return Result(x_hat=x, nfe=counted.nfe, vjp=counted.vjp, seconds=time.perf_counter() - t0,
                       network_seconds=counted.network_seconds)
 
@@ -188,8 +201,10 @@ class ClassicalMethod(Method):
         return points
 
     def _run(self, problem, prior, *, steps, generator, params) -> Result:
+        synchronize(problem.y)
         t0 = time.perf_counter()
         x = self.fn(problem, **params)
+        synchronize(x)
         return Result(x_hat=x, seconds=time.perf_counter() - t0)
 
 

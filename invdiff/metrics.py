@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .devices import randn
+
 __all__ = ["psnr", "ssim", "nrmse", "sliced_wasserstein", "plane_metrics", "METRICS", "std_multiplier", "coverage",
            "calibration_curve", "scores", "nominal_coverage", "check_level", "LEVELS"]
 
@@ -82,10 +84,10 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, *, projections: int = 2
         raise ValueError("need at least 2 samples in each set")
     if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
         raise ValueError("samples contain NaN or Inf")
-    theta = torch.randn(a.shape[1], projections, generator=generator, dtype=torch.float64)
+    theta = randn((a.shape[1], projections), generator=generator, dtype=torch.float64, device=a.device)
     theta = theta / theta.norm(dim=0, keepdim=True)
     n = max(a.shape[0], b.shape[0])
-    levels = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    levels = (torch.arange(n, dtype=torch.float64, device=a.device) + 0.5) / n
     qa = torch.quantile(a @ theta, levels, dim=0)
     qb = torch.quantile(b @ theta, levels, dim=0)
     return float(((qa - qb) ** 2).mean().sqrt())

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import deepinv
 import torch
+
+from .devices import module_device, randn, resolve_device
 
 __all__ = ["Problem", "NoMeasurement", "check_finite", "check_intensities", "check_sigma_y", "noise_sigma"]
 
@@ -141,8 +145,7 @@ class Problem:
         s = check_sigma_y(sigma_y)
         with torch.no_grad():
             y_clean = physics.A(x)
-        noise = torch.randn(y_clean.shape, generator=generator, dtype=y_clean.dtype,
-                            device="cpu" if generator is None else generator.device).to(y_clean.device)
+        noise = randn(y_clean.shape, generator=generator, dtype=y_clean.dtype, device=y_clean.device)
         return cls(physics=physics, y=y_clean + s * noise, sigma_y=s, x_true=x.clone())
 
     @classmethod
@@ -158,9 +161,32 @@ class Problem:
         return cls(physics=physics, y=y, sigma_y=sigma_y, x_true=x_true)
 
     @classmethod
-    def unconditional(cls, img_shape, batch: int = 1, *, dtype=torch.float32) -> "Problem":
-        """A problem with no measurement (:class:`NoMeasurement`): solving it samples the prior."""
-        return cls(physics=NoMeasurement(img_shape), y=torch.zeros((batch, 0), dtype=dtype), sigma_y=0.0)
+    def unconditional(cls, img_shape, batch: int = 1, *, dtype=torch.float32, device=None) -> "Problem":
+        """A problem with no measurement (:class:`NoMeasurement`): solving it samples the prior
+        (on ``device``, default the CPU: solvers follow the device of ``y``)."""
+        return cls(physics=NoMeasurement(img_shape).to(device), y=torch.zeros((batch, 0), dtype=dtype, device=device),
+                   sigma_y=0.0)
+
+    def to(self, device) -> "Problem":
+        """This problem on ``device``: every tensor field (``y``, ``x_true``, and those of a
+        subclass) moved, and a copy of its operator moved as a ``torch.nn.Module``. ``self`` and its
+        operator are not modified; a problem already on ``device`` is returned as it is.
+
+        Parameters
+        ----------
+        device : str or torch.device
+            Checked by :func:`invdiff.devices.resolve_device` (a ``ValueError`` naming a device this
+            machine does not have, and the devices it has).
+        """
+        dev = resolve_device(device)
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        where = [v.device if isinstance(v, torch.Tensor) else module_device(v) for v in values.values()
+                 if isinstance(v, (torch.Tensor, torch.nn.Module))]
+        if all(d.type == dev.type and (dev.index is None or d.index == dev.index) for d in where):
+            return self
+        moved = {k: v.to(dev) if isinstance(v, torch.Tensor) else copy.deepcopy(v).to(dev)
+                 for k, v in values.items() if isinstance(v, (torch.Tensor, torch.nn.Module))}
+        return dataclasses.replace(self, **moved)
 
     @property
     def img_shape(self) -> tuple:

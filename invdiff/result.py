@@ -67,6 +67,16 @@ class Result:
         x = self.x_hat.clamp(0, 1)
         return {"psnr": psnr(x, x_true), "ssim": ssim(x, x_true), "nrmse": nrmse(x, x_true)}
 
+    def to(self, device) -> "Result":
+        """A copy of this result with its tensors (``x_hat``, ``samples``, ``std``, the trace) on
+        ``device``, e.g. ``"cpu"`` to save or plot a reconstruction made on a GPU; this result is
+        left as it is."""
+        def move(t):
+            return t.to(device) if isinstance(t, torch.Tensor) else t
+
+        return replace(self, x_hat=move(self.x_hat), samples=move(self.samples), std=move(self.std),
+                       trace={k: move(v) for k, v in self.trace.items()})
+
     @property
     def num_samples(self) -> int:
         """Posterior samples behind ``x_hat`` and ``std`` (1 for a point-estimate solver)."""

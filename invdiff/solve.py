@@ -15,6 +15,7 @@ import warnings
 import torch
 from tqdm.auto import tqdm
 
+from .devices import module_device, randn, synchronize
 from .operators.spectral import require_svd
 from .problem import Problem
 from .result import Result
@@ -48,6 +49,11 @@ def _check_arguments(problem, prior, solver, generator) -> None:
         n_bad = int((~torch.isfinite(y)).sum())
         raise ValueError(f"problem.y contains {n_bad} non-finite (NaN or Inf) value(s); a measurement with "
                          f"missing entries needs an operator that leaves them out (e.g. a mask)")
+    for name, module in (("the prior", prior), ("the operator (problem.physics)", problem.physics)):
+        where = module_device(module, default=y.device)  # a module without tensors runs anywhere
+        if where.type != y.device.type or where.index != y.device.index:
+            raise ValueError(f"{name} is on {where} but the measurement problem.y is on {y.device}: put both on one "
+                             f"device (prior.to(device), problem.to(device))")
 
 
 def _hint(solver) -> str:
@@ -93,6 +99,9 @@ def solve(problem: Problem, prior, solver, *, steps: int = 100, sigmas=None, num
           callback=None) -> Result:
     """Run ``solver`` on ``problem`` with ``prior``.
 
+    The solve runs on the device and in the dtype of ``problem.y``; put the prior there too
+    (``prior.to(device)``, ``problem.to(device)``).
+
     Parameters
     ----------
     problem : Problem
@@ -109,7 +118,9 @@ def solve(problem: Problem, prior, solver, *, steps: int = 100, sigmas=None, num
     num_samples : int
         Independent samples per problem, drawn in one batch of ``num_samples · B``.
     generator : torch.Generator, optional
-        The only source of randomness.
+        The only source of randomness. It may live on another device than the problem (a CPU
+        generator, the usual case): numbers are drawn on its device and moved, so one seed gives
+        the same draws on every device (:mod:`invdiff.devices`).
     progress : bool
         Show a tqdm progress bar.
     record : tuple of str
@@ -141,8 +152,7 @@ def solve(problem: Problem, prior, solver, *, steps: int = 100, sigmas=None, num
         problem.physics, y.repeat((num_samples,) + (1,) * (y.ndim - 1)), problem.sigma_y,
         None if problem.x_true is None else problem.x_true.repeat(num_samples, 1, 1, 1))
     counted = CountingPrior(prior)
-    noise = torch.randn((num_samples * B,) + img_shape, generator=generator, dtype=y.dtype,
-                        device="cpu" if generator is None else generator.device).to(y.device)
+    noise = randn((num_samples * B,) + img_shape, generator=generator, dtype=y.dtype, device=y.device)
     x_T = sum(prior.data_range) / 2 + sig[0] * noise  # VE start: p_σmax ≈ N(mean, σ_max² I), mean: mid-range
     if y.flatten(1).shape[1] > 0:
         with torch.no_grad():
@@ -153,6 +163,7 @@ def solve(problem: Problem, prior, solver, *, steps: int = 100, sigmas=None, num
     if y.is_cuda:
         torch.cuda.reset_peak_memory_stats(y.device)
     trace: dict[str, list] = {k: [] for k in record}
+    synchronize(y)  # on a GPU: the work queued so far is not the solve's
     t0 = time.perf_counter()
     state = solver.init(batch_problem, counted, x_T, sig[0], generator)
     bar = tqdm(total=len(sig) - 1, disable=not progress, desc=type(solver).__name__)
@@ -170,12 +181,13 @@ def solve(problem: Problem, prior, solver, *, steps: int = 100, sigmas=None, num
             trace["residual"].append(r.norm(dim=1) / r.shape[1] ** 0.5)
         for k, v in info.items():
             if k in trace:
-                trace[k].append(torch.as_tensor(v).detach().cpu())
+                trace[k].append(torch.as_tensor(v).detach())  # on its device: no copy (and wait) per step
         if callback is not None:
             callback(i, s, state)
         bar.update(1)
     bar.close()
     final = solver.finalize(state, B)
+    synchronize(y)  # on a GPU: the queued kernels are part of the solve's time
     seconds = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(y.device) / 2**20 if y.is_cuda else peak_rss_mb() - rss0
     draws = final.samples.detach()
@@ -203,7 +215,9 @@ class CountingPrior:
     ``network_seconds`` is the time spent in the network: its forward calls, plus — for each
     VJP — the backward pass through it, timed from the moment the gradient reaches the
     network's output to the moment it reaches its input (tensor hooks), so operator and solver
-    arithmetic are not counted.
+    arithmetic are not counted. On a GPU each of those intervals starts and ends by waiting for
+    the device's queued work (:func:`invdiff.devices.synchronize`): the kernels run
+    asynchronously, and the interval would otherwise time their launch only.
     """
 
     def __init__(self, prior):
@@ -214,18 +228,26 @@ class CountingPrior:
 
     def denoise(self, x, sigma):
         self.nfe += 1
+        synchronize(x)
         t = time.perf_counter()
         out = self._prior.denoise(x, sigma)
+        synchronize(out)
         self.network_seconds += time.perf_counter() - t
         if torch.is_grad_enabled() and x.requires_grad:
             start = []
-            out.register_hook(lambda g: start.append(time.perf_counter()))
-            x.register_hook(lambda g: self._backward_done(start))
+            out.register_hook(lambda g: self._backward_start(g, start))
+            x.register_hook(lambda g: self._backward_done(g, start))
         return out
 
-    def _backward_done(self, start: list) -> None:
+    @staticmethod
+    def _backward_start(grad, start: list) -> None:
+        synchronize(grad)
+        start.append(time.perf_counter())
+
+    def _backward_done(self, grad, start: list) -> None:
         self.vjp += 1
         if start:
+            synchronize(grad)
             self.network_seconds += time.perf_counter() - start.pop()
 
     def score(self, x, sigma):

@@ -191,8 +191,14 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
               prior: str | None = None, progress: bool = True,
               nifti: str | None = None, dicom_series: str | None = None,
               kspace: str | None = None, mask: str | None = None, coils: str | None = None,
-              distribute: bool = False) -> dict:
+              distribute: bool = False, device: str = "cpu") -> dict:
     """Run one reconstruction; returns paths and (when the truth is known) PSNR/SSIM.
+
+    ``device`` (``--device``) is where the prior and the problem (operator, measurement) go for the
+    solve, checked first (:func:`invdiff.devices.resolve_device`: a ``ValueError`` naming a device
+    this machine does not have); the measurement noise and the sampler's draws come from seeded
+    CPU generators, so a run matches the CPU run up to the device's rounding, and everything
+    written comes back to the CPU.
 
     ``distribute=True`` (what ``invdiff solve`` passes; every rank of the process group must then
     solve the same problem) splits the prior's network calls over the ranks, and only rank 0
@@ -209,11 +215,13 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
     """
     from . import Problem, psnr, solve, ssim
     from .data import atomic_write, load_dicom, load_file, resize
+    from .devices import resolve_device
     from .plot import save_image_row
     from .priors import load_prior
     from .problems import get_problem
     from .solvers import SOLVERS
 
+    dev = resolve_device(device, name="--device")
     _check_volume_flags(nifti=nifti, dicom_series=dicom_series, image=image, dicom=dicom, measurement=measurement,
                         index=index)
     volume_info = None  # the geometry of --nifti / --dicom-series, to write the reconstruction back
@@ -287,12 +295,12 @@ def run_solve(*, out_dir: str, solver: str = "diffpir", steps: int = 100, sample
             raise PermissionError(f"cannot write to the output directory {out_dir!r}")
     # a volume problem's prior is its 2D prior slice by slice; under torchrun its network calls are
     # split over the ranks (a patch prior's patches, or the batch: invdiff.distributed.tiles)
-    net = spec.build_prior(prior) if problem is not None else load_prior(prior_name)
+    net = (spec.build_prior(prior) if problem is not None else load_prior(prior_name)).to(dev)
     if distribute:
         net = distribute_prior(net)
     configured = spec.solver(solver) if problem is not None else SOLVERS[solver]()
-    result = solve(pb, net, configured, steps=steps, num_samples=samples,
-                   generator=torch.Generator().manual_seed(seed), progress=progress)
+    result = solve(pb.to(dev), net, configured, steps=steps, num_samples=samples,
+                   generator=torch.Generator().manual_seed(seed), progress=progress).to("cpu")
     calibration = None
     if problem is not None and result.std is not None:
         calibration = spec.calibration(f"{solver}:{samples}")

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .devices import resolve_device
 from .data.splits import PHANTOM_TRAIN_SEED, PHOTO_HELD_OUT, PHOTO_TRAIN, PHOTO_TRAIN_STAGE1  # noqa: F401
 from .priors.patch import PatchPrior
 from .priors.unet import EDMPrior, UNet, UNetConfig, unet_config_problem
@@ -489,12 +490,7 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool) -> Path:
 
     torch.manual_seed(cfg.seed)  # parameter initialisation only; data uses `generator`
     generator = torch.Generator().manual_seed(cfg.seed)
-    try:
-        device = torch.device(cfg.device)
-    except RuntimeError as e:
-        raise ValueError(f"--device {cfg.device!r} is not a torch device ({e})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {cfg.device!r}: CUDA is not available on this machine; use --device cpu")
+    device = resolve_device(cfg.device, name="--device")
     net = UNet(cfg.unet_config())
     ema = UNet(cfg.unet_config())
     if cfg.init:

@@ -7,6 +7,20 @@ import torch
 # INVDIFF_TEST_THREADS to change it).
 torch.set_num_threads(int(os.environ.get("INVDIFF_TEST_THREADS", "1")))
 
+#: why a test marked ``gpu`` is skipped on a machine without CUDA
+GPU_SKIP_REASON = "needs a CUDA device (torch.cuda.is_available() is False)"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests marked ``gpu`` where there is no CUDA device: they are collected (and listed as
+    skipped, with the reason), not deselected, so a CPU run shows what it did not check."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason=GPU_SKIP_REASON)
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
 
 @pytest.fixture
 def gen():

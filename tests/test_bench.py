@@ -23,7 +23,7 @@ def _psnr(x, ref) -> float:
 def test_bench_runs_resumes_and_reports(tmp_path, capsys):
     out = tmp_path / "b"
     args = ["bench", "--problems", "mri-4x", "--solvers", "diffpir", "pinv", "ddrm", "--n-images", "2",
-            "--steps", "3", "--out", str(out), "--no-progress"]
+            "--steps", "3", "--device", "cpu", "--out", str(out), "--no-progress"]
     assert main(args) == 0
     data = json.loads((out / "results.json").read_text())
     cells = data["cells"]
@@ -31,6 +31,7 @@ def test_bench_runs_resumes_and_reports(tmp_path, capsys):
     assert cells.pop("mri-4x|ddrm")["not_applicable"] == "needs an SVD"  # real-input MRI
     for key in cells:
         c = cells[key]
+        assert c["device"] == "cpu", key  # each record names where it ran (its time depends on it)
         assert len(c["psnr"]) == 2 and len(c["ssim"]) == 2
         assert all(math.isfinite(v) and 10 < v < 50 for v in c["psnr"]), (key, c["psnr"])
         assert all(0 < v <= 1 for v in c["ssim"]), (key, c["ssim"])

@@ -8,7 +8,8 @@ from invdiff.cli import main
 
 
 def test_demo_fast_mode(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--steps", "2", "--samples", "2", "--no-progress"]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--steps", "2", "--samples", "2", "--device", "cpu",
+                 "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "FBP" in out and "DiffPIR" in out and "demo_ct.png" in out
     assert (tmp_path / "demo_ct.png").stat().st_size > 1000
@@ -87,6 +88,42 @@ def test_solve_own_measurement_and_its_errors(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (argv, err)
         assert not os.path.exists(argv[argv.index("--out") + 1])  # nothing written
+
+
+def test_solve_device_cpu_is_the_default_run(tmp_path):
+    """``--device cpu`` moves the prior and the problem to where they are already: the same numbers."""
+    import numpy as np
+
+    for sub, extra in (("plain", []), ("cpu", ["--device", "cpu"])):
+        assert main(["solve", "--problem", "ct-sparse-32", "--steps", "2", "--samples", "2", "--out",
+                     str(tmp_path / sub), "--no-progress"] + extra) == 0
+    assert np.array_equal(np.load(tmp_path / "plain" / "reconstruction.npy"),
+                          np.load(tmp_path / "cpu" / "reconstruction.npy"))
+    assert np.array_equal(np.load(tmp_path / "plain" / "std.npy"), np.load(tmp_path / "cpu" / "std.npy"))
+
+
+_DEVICE_COMMANDS = {  # every command that runs a network, with cheap arguments
+    "solve": ["solve", "--problem", "ct-sparse-8", "--steps", "1", "--no-progress"],
+    "demo": ["demo", "--steps", "1", "--samples", "1", "--no-progress"],
+    "bench": ["bench", "--problems", "ct-sparse-8", "--solvers", "diffpir", "--n-images", "1", "--steps", "1",
+              "--no-progress"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(_DEVICE_COMMANDS))
+@pytest.mark.parametrize("device, message", [
+    ("nonsense", "--device 'nonsense' is not a torch device name"),
+    ("meta", "--device 'meta' holds shapes but no values"),
+    pytest.param("cuda", "--device 'cuda': CUDA is not available on this machine",
+                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="CUDA is available here")),
+])
+def test_unusable_device_is_one_line_before_any_work(command, device, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(_DEVICE_COMMANDS[command] + ["--device", device, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"invdiff {command}: error: {message}") and "available here: cpu" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()  # checked before anything is written
 
 
 def test_solve_volume_problem_with_mbir(tmp_path, capsys):

@@ -65,19 +65,26 @@ def not_applicable(method, spec, physics=None) -> str | None:
     return None if ok is True else ok
 
 
-def run_cell(problem: str, method: Method, n_images: int, seed: int, steps: int, threads: int, out_dir: str) -> dict:
-    """One cell (in its own process): returns its record; saves the first reconstruction for the figure."""
+def run_cell(problem: str, method: Method, n_images: int, seed: int, steps: int, threads: int, out_dir: str,
+             device: str = "cpu") -> dict:
+    """One cell (in its own process): returns its record; saves the first reconstruction for the figure.
+
+    The method runs with the problem and the prior on ``device``; the measurement is made, and
+    the scores and files are computed, on the CPU. The record names the device
+    (:func:`invdiff.devices.device_name`), since its time per image depends on it."""
     import numpy as np
 
+    from ..devices import device_name, resolve_device
     from ..metrics import psnr, ssim
     from ..problems import get_problem
 
+    dev = resolve_device(device)
     torch.set_num_threads(threads)
     spec = get_problem(problem)
     pb = spec.make("test", n_images, seed=seed)
-    prior = spec.build_prior() if method.uses_prior else None
-    res = method.run(pb, prior, steps=steps, generator=torch.Generator().manual_seed(seed),
-                     params=spec.presets.get(method.preset_key, {}))
+    prior = spec.build_prior().to(dev) if method.uses_prior else None
+    res = method.run(pb.to(dev), prior, steps=steps, generator=torch.Generator().manual_seed(seed),
+                     params=spec.presets.get(method.preset_key, {})).to("cpu")
     x = res.x_hat.clamp(0, 1)
     rec_dir = Path(out_dir) / "reconstructions" / problem
     rec_dir.mkdir(parents=True, exist_ok=True)
@@ -96,7 +103,7 @@ def run_cell(problem: str, method: Method, n_images: int, seed: int, steps: int,
     return {"problem": problem, "method": method.name, "family": method.family,
             "psnr": psnr(x, pb.x_true).tolist(), "ssim": ssim(x, pb.x_true).tolist(),
             "nfe": res.nfe, "vjp": res.vjp, "seconds_per_image": res.seconds / n_images,
-            "peak_memory_mb": res.peak_memory_mb, "params": res.params, **uq}
+            "network_seconds_per_image": res.network_seconds / n_images, "peak_memory_mb": res.peak_memory_mb, "params": res.params, "device": device_name(dev), **uq}
 
 
 
@@ -271,7 +278,8 @@ def _not_applicable_record(problem: str, method: Method, reason: str) -> dict:
     return {"problem": problem, "method": method.name, "family": method.family, "not_applicable": reason}
 
 
-def _run_cells(cells, record, *, n_images, seed, steps, threads, jobs, out_dir, progress, desc) -> None:
+def _run_cells(cells, record, *, n_images, seed, steps, threads, jobs, out_dir, progress, desc,
+               device="cpu") -> None:
     """Run ``cells`` [(problem, Method)] in a pool of ``jobs`` spawned processes, one process per
     cell; ``record(key, rec)`` is called in this process as each cell finishes.
 
@@ -297,7 +305,7 @@ def _run_cells(cells, record, *, n_images, seed, steps, threads, jobs, out_dir, 
             cell = next(source, None)
             if cell is not None:
                 p, m = cell
-                running[pool.submit(run_cell, p, m, n_images, seed, steps, threads, str(out_dir))] = cell
+                running[pool.submit(run_cell, p, m, n_images, seed, steps, threads, str(out_dir), device)] = cell
 
         for _ in range(jobs):
             start_one()
@@ -343,7 +351,7 @@ def _with_command(data: dict, command: str | None) -> dict:
 
 def run_bench(problems, methods=None, *, n_images: int = 8, seed: int = 0, steps: int = 100,
               out: str = "bench-results", jobs: int = 1, threads: int = 1, progress: bool = True,
-              command: str | None = None, shard: tuple[int, int] | None = None) -> dict:
+              command: str | None = None, shard: tuple[int, int] | None = None, device: str = "cpu") -> dict:
     """Run every (problem, method) cell not already in ``out``; write the outputs.
 
     ``methods`` are names (``"diffpir"``, ``"diffpir:4"``, ``"tv"``, …) or :class:`~invdiff.methods.Method`
@@ -355,11 +363,17 @@ def run_bench(problems, methods=None, *, n_images: int = 8, seed: int = 0, steps
     results. With ``shard=(k, n)`` only the cells of shard ``k`` of ``n`` run and only
     ``results.shard-k-of-n.json`` is written (its dictionary is returned); :func:`merge_shards`
     makes ``results.json`` from the shards. See the module's description.
+
+    ``device`` is where every cell puts its problem and prior (checked here, before any cell
+    runs: :func:`invdiff.devices.resolve_device`); each cell's record names it.
     """
+    from ..devices import resolve_device
+
+    resolve_device(device, name="--device")
     counts = {"n_images": n_images, "steps": steps, "jobs": jobs, "threads": threads}
     config = {"n_images": n_images, "seed": seed, "steps": steps, "split": "test"}
     options = {"n_images": n_images, "seed": seed, "steps": steps, "threads": threads, "jobs": jobs,
-               "out_dir": Path(out)}
+               "out_dir": Path(out), "device": device}
     if distributed.world_size() > 1:
         return _run_ranks(problems, methods, counts, config, options, progress=progress, command=command,
                           shard=shard)

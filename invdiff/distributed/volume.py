@@ -45,6 +45,7 @@ import math
 import deepinv
 import torch
 
+from ..devices import module_device, randn
 from ..operators import mri_cartesian
 from ..problem import Problem
 from ..result import Result
@@ -300,7 +301,8 @@ class BlockCoupling(Coupling):
         skip_draws(generator, self.depth - (self.hi - self.lo), tuple(x.shape[1:]), x.dtype)
         return noise_like(x, generator)
 
-    def operator_norm(self, op, x_shape, *, iters: int, dtype: torch.dtype, generator: torch.Generator) -> float:
+    def operator_norm(self, op, x_shape, *, iters: int, dtype: torch.dtype, generator: torch.Generator,
+                      device=None) -> float:
         """``‖A‖`` of the whole volume's operator (see :meth:`Coupling.operator_norm`).
 
         A shared operator: the same computation on every rank. One operator per slice: the power
@@ -309,12 +311,13 @@ class BlockCoupling(Coupling):
         volume's norms — so its value is the largest over all slices' norms, as in one process.
         """
         if not self.per_slice_operator:
-            return super().operator_norm(op, x_shape, iters=iters, dtype=dtype, generator=generator)
+            return super().operator_norm(op, x_shape, iters=iters, dtype=dtype, generator=generator, device=device)
         slice_shape = tuple(x_shape[1:])
         skip_draws(generator, self.lo, slice_shape, dtype)
-        x = torch.randn((self.hi - self.lo,) + slice_shape, dtype=dtype, generator=generator)
+        x = randn((self.hi - self.lo,) + slice_shape, generator=generator, dtype=dtype,
+                  device=module_device(op) if device is None else device)
         x = x / self.norm(x)
-        s = torch.zeros((), dtype=dtype)
+        s = torch.zeros((), dtype=dtype, device=x.device)
         with torch.no_grad():
             for _ in range(iters):
                 z = op.A_adjoint(op.A(x))

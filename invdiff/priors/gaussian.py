@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..devices import module_device, multinomial, randn
 from .prior import Prior
 
 __all__ = ["GaussianPrior", "GaussianMixturePrior", "Gaussian", "GaussianMixture", "as_matrix"]
@@ -39,7 +40,8 @@ def as_matrix(A, event_shape) -> tuple[torch.Tensor, tuple]:
     """Dense float64 matrix ``(m, d)`` of a linear operator and the measurement's event shape.
 
     ``A`` is a 2D tensor (used as is) or a deepinv ``LinearPhysics``, materialised by applying
-    a float64 copy of it to the ``d`` standard basis images (``d <= 4096``). ``A`` is not modified.
+    a float64 copy of it to the ``d`` standard basis images (``d <= 4096``) on its device. ``A`` is
+    not modified.
     """
     d = math.prod(event_shape)
     if isinstance(A, torch.Tensor):
@@ -51,7 +53,7 @@ def as_matrix(A, event_shape) -> tuple[torch.Tensor, tuple]:
     if d > MAX_DENSE_DIM:
         raise ValueError(f"cannot materialise an operator on {d} unknowns (limit {MAX_DENSE_DIM})")
     op = copy.deepcopy(A).double()
-    basis = torch.eye(d, dtype=torch.float64).reshape((d,) + tuple(event_shape))
+    basis = torch.eye(d, dtype=torch.float64, device=module_device(op)).reshape((d,) + tuple(event_shape))
     with torch.no_grad():
         cols = op.A(basis)
     return cols.reshape(d, -1).T.contiguous(), tuple(cols.shape[1:])
@@ -108,12 +110,13 @@ class GaussianMixture:
         return torch.diagonal(self.cov, dim1=-2, dim2=-1).reshape((-1,) + tuple(self.event_shape))
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` exact draws per batch element, ``(n, B, *event_shape)``."""
+        """``n`` exact draws per batch element, ``(n, B, *event_shape)``, on the device of the means
+        (drawn from ``generator`` on its own device, :mod:`invdiff.devices`)."""
         B, K, d = self.means.shape
-        comp = torch.multinomial(self.weights, n, replacement=True, generator=generator).T  # (n, B)
+        comp = multinomial(self.weights, n, replacement=True, generator=generator).T  # (n, B)
         roots = _sqrtm_psd(self.covs)  # (K, d, d)
-        z = torch.randn((n, B, d), generator=generator, dtype=torch.float64)
-        means = self.means[torch.arange(B)[None, :], comp]  # (n, B, d)
+        z = randn((n, B, d), generator=generator, dtype=torch.float64, device=self.means.device)
+        means = self.means[torch.arange(B, device=comp.device)[None, :], comp]  # (n, B, d)
         x = means + torch.einsum("nbij,nbj->nbi", roots[comp], z)
         return x.reshape((n, B) + tuple(self.event_shape))
 
@@ -132,7 +135,7 @@ class Gaussian(GaussianMixture):
 
     @classmethod
     def from_mean_cov(cls, mean: torch.Tensor, cov: torch.Tensor, event_shape) -> "Gaussian":
-        return cls(weights=torch.ones(mean.shape[0], 1, dtype=torch.float64), means=mean[:, None],
+        return cls(weights=torch.ones(mean.shape[0], 1, dtype=torch.float64, device=mean.device), means=mean[:, None],
                    covs=cov[None], event_shape=tuple(event_shape))
 
 
@@ -232,7 +235,7 @@ class GaussianMixturePrior(Prior):
         self.check_input(x)
         dist = GaussianMixture(self.weights.expand(x.shape[0], -1),
                                self.means.expand(x.shape[0], -1, -1),
-                               self.covs + sigma**2 * torch.eye(self.dim, dtype=torch.float64),
+                               self.covs + sigma**2 * torch.eye(self.dim, dtype=torch.float64, device=self.covs.device),
                                self.event_shape)
         return dist.log_prob(x)
 
@@ -249,10 +252,11 @@ class GaussianMixturePrior(Prior):
         if not (math.isfinite(sigma_y) and sigma_y >= 0):
             raise ValueError(f"sigma_y must be finite and >= 0, got {sigma_y!r}")
         M, meas_shape = as_matrix(A, self.event_shape)
-        yf = _flat_y(y, meas_shape)
+        M = M.to(self.covs.device)
+        yf = _flat_y(y, meas_shape).to(self.covs.device)
         m = M.shape[0]
         C = self.covs  # (K, d, d)
-        S = M @ C @ M.T + sigma_y**2 * torch.eye(m, dtype=torch.float64)  # (K, m, m)
+        S = M @ C @ M.T + sigma_y**2 * torch.eye(m, dtype=torch.float64, device=C.device)  # (K, m, m)
         S = 0.5 * (S + S.transpose(-1, -2))
         gain = torch.linalg.solve(S, M @ C).transpose(-1, -2)  # K_k = C Aᵀ S⁻¹, (K, d, m)
         resid = yf[:, None, :] - (self.means @ M.T)[None]  # (B, K, m)
@@ -322,7 +326,7 @@ class GaussianPrior(GaussianMixturePrior):
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         if not self._diag:
             return super().sample(n, generator)
-        z = torch.randn((n,) + self.event_shape, generator=generator, dtype=torch.float64)
+        z = randn((n,) + self.event_shape, generator=generator, dtype=torch.float64, device=self.diag_mean.device)
         return self.diag_mean + self.diag_var.sqrt() * z
 
     def posterior(self, A, y, sigma_y) -> Gaussian:

@@ -149,7 +149,8 @@ class PatchPrior(EDMPrior):
         sy, sx = grid_shift(float(flat[0]), p)
         ny, nx = math.ceil((h + sy) / p), math.ceil((w + sx) / p)
         canvas = F.pad(x, (sx, nx * p - w - sx, sy, ny * p - h - sy))
-        pos = positions(torch.arange(-sy, ny * p - sy), torch.arange(-sx, nx * p - sx), h, w).to(x.device)
+        pos = positions(torch.arange(-sy, ny * p - sy, device=x.device), torch.arange(-sx, nx * p - sx, device=x.device),
+                        h, w)
         n = ny * nx
         z = canvas.reshape(b, c, ny, p, nx, p).permute(0, 2, 4, 1, 3, 5).reshape(b * n, c, p, p)
         zp = pos.reshape(2, ny, p, nx, p).permute(1, 3, 0, 2, 4).reshape(n, 2, p, p).repeat(b, 1, 1, 1)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import torch
 
+from ..devices import randn
 from ..operators.checks import operator_norm
 from ..operators.difference import FiniteDifference
 from ..problem import Problem
@@ -140,7 +141,8 @@ def wiener(problem: Problem, lam: float | None = None) -> torch.Tensor:
     K = _transfer_function(problem)
     c, h, w = problem.img_shape
     # circulant check: A applied to a random image must equal the FFT product
-    probe = torch.randn((1, c, h, w), dtype=problem.y.dtype, generator=torch.Generator().manual_seed(0))
+    probe = randn((1, c, h, w), generator=torch.Generator().manual_seed(0), dtype=problem.y.dtype,
+                  device=problem.y.device)
     with torch.no_grad():
         direct = problem.physics.A(probe)
     if (torch.fft.ifft2(torch.fft.fft2(probe) * K).real - direct).norm() > 1e-4 * direct.norm():
@@ -187,7 +189,7 @@ def tv(problem: Problem, lam: float | None = None, *, iters: int = 300, box: tup
     shape = _x_shape(problem)
     # the power iteration's start is seeded when no generator is given: the same problem gives the same
     # step sizes, so TV is deterministic run to run (an unseeded start moved results by up to 1e-4 dB)
-    norm_a = operator_norm(A, (1,) + shape[1:], iters=20, dtype=y.dtype,
+    norm_a = operator_norm(A, (1,) + shape[1:], iters=20, dtype=y.dtype, device=y.device,
                            generator=torch.Generator().manual_seed(0) if generator is None else generator)
     step = 0.99 / (norm_a**2 + 4.0 * k) ** 0.5
     tau, sigma = step * step_ratio, step / step_ratio

@@ -30,14 +30,15 @@ import math
 
 import torch
 
+from ..devices import randn
+
 __all__ = ["ancestral_sigmas", "ancestral_step", "noise_like"]
 
 
 def noise_like(x: torch.Tensor, generator: torch.Generator | None = None, shape=None) -> torch.Tensor:
-    """Standard normal noise shaped like ``x`` (or ``shape``), drawn from ``generator`` on its device."""
-    dev = "cpu" if generator is None else generator.device
-    return torch.randn(x.shape if shape is None else shape, generator=generator, dtype=x.dtype,
-                       device=dev).to(x.device)
+    """Standard normal noise shaped like ``x`` (or ``shape``) in ``x``'s dtype and on its device, drawn
+    from ``generator`` on the generator's own device (:func:`invdiff.devices.randn`)."""
+    return randn(x.shape if shape is None else shape, generator=generator, dtype=x.dtype, device=x.device)
 
 
 def ancestral_sigmas(sigma: float, sigma_next: float, eta: float) -> tuple[float, float]:

@@ -117,10 +117,12 @@ class Coupling:
         """Standard normal noise shaped like ``x``: this block's slices of one draw for the whole volume."""
         return noise_like(x, generator)
 
-    def operator_norm(self, op, x_shape, *, iters: int, dtype: torch.dtype, generator: torch.Generator) -> float:
+    def operator_norm(self, op, x_shape, *, iters: int, dtype: torch.dtype, generator: torch.Generator,
+                      device=None) -> float:
         """``‖A‖`` of the whole volume's operator, by :func:`invdiff.operators.checks.operator_norm`'s power
-        iteration from a random start drawn from ``generator``; ``x_shape`` is one slice's shape with batch 1."""
-        return operator_norm(op, x_shape, iters=iters, dtype=dtype, generator=generator)
+        iteration in ``dtype`` on ``device`` (default: the operator's) from a random start drawn from
+        ``generator``; ``x_shape`` is one slice's shape with batch 1."""
+        return operator_norm(op, x_shape, iters=iters, dtype=dtype, device=device, generator=generator)
 
 
 _WHOLE = Coupling()
@@ -199,8 +201,8 @@ class MBIR(Solver):
             # the slice prior sampled slice by slice (unconditional sampling through the same loop)
             scale = 0.0
         else:
-            scale = self.parts.operator_norm(A, (1,) + tuple(x_T.shape[1:]), dtype=x_T.dtype, iters=20,
-                                             generator=torch.Generator().manual_seed(0)) ** 2
+            scale = self.parts.operator_norm(A, (1,) + tuple(x_T.shape[1:]), dtype=x_T.dtype, device=x_T.device,
+                                             iters=20, generator=torch.Generator().manual_seed(0)) ** 2
         Dz = self.difference
         zero = torch.zeros_like(Dz.A(x_T))
         # the prior's chunk (SliceStackPrior) also bounds the operator's intermediates, e.g. CT's

@@ -3,8 +3,10 @@ and the particle communicator that lets one particle system live on several proc
 
 ``weights`` is ``(N, K)``: ``N`` independent particle systems of ``K`` particles, each row
 normalised to sum to 1. The result is ``(N, K)`` ancestor indices in ``[0, K)``; every scheme
-is unbiased (each particle is copied ``K·w_k`` times in expectation). ``ess`` and
-``normalise_log_weights`` work in log space with max-subtraction.
+is unbiased (each particle is copied ``K·w_k`` times in expectation). The uniforms are drawn from
+``generator`` on its own device and moved to that of ``weights`` (:mod:`invdiff.devices`), so a seed
+gives the same uniforms on every device. ``ess`` and ``normalise_log_weights`` work in log space
+with max-subtraction.
 
 **Particle communicators.** A particle solver (SMC) holding its particles in one process uses
 :class:`LocalParticles`; split over ``size`` processes, each holds ``K/size`` particles of every
@@ -31,6 +33,8 @@ None of them modifies its arguments.
 from __future__ import annotations
 
 import torch
+
+from ..devices import multinomial as draw_multinomial, rand
 
 __all__ = ["systematic", "stratified", "multinomial", "ess", "normalise_log_weights", "RESAMPLING",
            "LocalParticles", "LOCAL"]
@@ -85,25 +89,28 @@ def _inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return torch.searchsorted(cdf.contiguous(), u.contiguous()).clamp(max=weights.shape[-1] - 1)
 
 
+def _strata(weights: torch.Tensor) -> torch.Tensor:
+    """``(1, K)`` stratum indices ``0 … K−1`` in the dtype and on the device of ``weights``."""
+    return torch.arange(weights.shape[-1], dtype=weights.dtype, device=weights.device)[None]
+
+
 def systematic(weights: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Systematic resampling: one uniform per row, ``u_k = (k + U) / K``."""
     n, k = weights.shape
-    u0 = torch.rand((n, 1), generator=generator, dtype=weights.dtype)
-    u = (torch.arange(k, dtype=weights.dtype)[None] + u0) / k
-    return _inverse_cdf(weights, u)
+    u0 = rand((n, 1), generator=generator, dtype=weights.dtype, device=weights.device)
+    return _inverse_cdf(weights, (_strata(weights) + u0) / k)
 
 
 def stratified(weights: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Stratified resampling: one uniform per stratum, ``u_k = (k + U_k) / K``."""
     n, k = weights.shape
-    u = (torch.arange(k, dtype=weights.dtype)[None] + torch.rand((n, k), generator=generator,
-                                                                dtype=weights.dtype)) / k
-    return _inverse_cdf(weights, u)
+    u = rand((n, k), generator=generator, dtype=weights.dtype, device=weights.device)
+    return _inverse_cdf(weights, (_strata(weights) + u) / k)
 
 
 def multinomial(weights: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Multinomial resampling: ``K`` independent draws per row."""
-    return torch.multinomial(weights, weights.shape[-1], replacement=True, generator=generator)
+    return draw_multinomial(weights, weights.shape[-1], replacement=True, generator=generator)
 
 
 RESAMPLING = {"systematic": systematic, "stratified": stratified, "multinomial": multinomial}

@@ -335,7 +335,7 @@ class SMC(Solver):
         xs = self._comm.all_gather(x0, 0).reshape((K, N) + tuple(x0.shape[1:]))
         mean = torch.einsum("nk,kn...->n...", w.to(xs.dtype), xs)
         idx = self._ancestors(log_w, generator)
-        draws = xs[idx.T, torch.arange(N)[None]]  # (K, N, ...): K equally weighted draws per problem
+        draws = xs[idx.T, torch.arange(N, device=idx.device)[None]]  # (K, N, ...): K equally weighted draws per problem
         # x: the draws of every particle; x0: this process's particles (as in the earlier steps)
         return (_Particles(x=draws.reshape((K * N,) + tuple(x0.shape[1:])), x0=x0, y_rep=state.y_rep, log_w=log_w,
                            mean=mean, samples=draws),

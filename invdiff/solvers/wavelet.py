@@ -212,7 +212,7 @@ def wavelet_l1(problem: Problem, lam: float | None = None, *, wavelet: str = "db
     A, y = problem.physics, problem.y
     shape = (y.shape[0],) + tuple(problem.img_shape)
     W = _Orthowavelet(wavelet, levels, shape)
-    L = operator_norm(A, (1,) + shape[1:], iters=30, dtype=y.dtype,
+    L = operator_norm(A, (1,) + shape[1:], iters=30, dtype=y.dtype, device=y.device,
                       generator=torch.Generator().manual_seed(0)) ** 2
     L = max(L * 1.01, 1e-12)  # a little margin on the power-iteration estimate
     tau = lam / L
