@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1] / "invdiff"
 #: lowest layer first; a module may import from its own layer or below
 LAYERS = [
     ("invdiff.data", "invdiff.validation", "invdiff.linalg", "invdiff.schedules", "invdiff.metrics", "invdiff.plot",
-     "invdiff.calibration", "invdiff.threads"),
+     "invdiff.calibration", "invdiff.threads", "invdiff.devices"),
     ("invdiff.operators",),
     ("invdiff.priors",),
     ("invdiff.problem", "invdiff.result"),
