@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 import platform
-import sys
 
 import torch
 
 from invdiff import solve
 from invdiff.metrics import psnr
 from invdiff.problems import get_problem
+
+from cells import open_cells, save_cells  # benchmarks/cells.py
 
 PROBLEMS = ("ct-sparse-8", "mri-4x", "deblur-gauss", "ct256-sparse-8", "mri256-8x", "photo256-deblur-gauss")
 SOLVERS = ("diffpir", "diffpir@30", "ddrm", "reddiff", "daps", "pigdm", "dps", "smc")
@@ -110,12 +109,7 @@ def main(argv=None):
     ap.add_argument("--out", default="benchmarks/overhead.md")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    store = os.path.splitext(args.out)[0] + ".json"
-    cells = json.load(open(store)) if os.path.exists(store) else {}
-    command = " ".join(sys.argv[1:] if argv is None else argv)
-    cells.setdefault("_commands", [])
-    if command not in cells["_commands"]:
-        cells["_commands"].append(command)
+    store, cells = open_cells(args.out, argv)
     for p in args.problems:
         for s in args.solvers:
             key = f"{p}/{s}"
@@ -124,9 +118,7 @@ def main(argv=None):
             cells[key] = c = run_cell(p, s, steps=args.steps, images=args.images, seed=args.seed)
             print(key, c if "skipped" in c else f"PSNR {c['psnr']:.2f} {c['seconds_per_image']:.2f} s/img "
                   f"overhead {c['overhead']:.2f}", flush=True)
-            with open(store + ".tmp", "w") as f:
-                json.dump(cells, f, indent=1)
-            os.replace(store + ".tmp", store)
+            save_cells(store, cells)
             write_markdown(args.out, cells, args)
     write_markdown(args.out, cells, args)
 

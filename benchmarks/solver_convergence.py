@@ -27,10 +27,7 @@ Results depend on the thread count only through the timings; the ratio is taken 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
-import sys
 import time
 
 import torch
@@ -40,6 +37,8 @@ from invdiff.data import body_phantoms
 from invdiff.operators import ct_sparse_view
 from invdiff.priors import load_prior
 from invdiff.solvers import DAPS, DPS, SMC, DiffPIR, REDDiff, fbp, tv
+
+from cells import open_cells, save_cells  # benchmarks/cells.py
 
 SOLVER_SETTINGS = {
     "dps": (lambda: DPS(zeta=10.0), 1),
@@ -129,12 +128,7 @@ def main(argv=None):
     ap.add_argument("--out", default="benchmarks/solver_convergence.md")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    store = os.path.splitext(args.out)[0] + ".json"
-    cells = json.load(open(store)) if os.path.exists(store) else {}
-    command = " ".join(sys.argv[1:] if argv is None else argv)
-    cells.setdefault("_commands", [])  # every run's command line, in order (cells are kept across runs)
-    if command not in cells["_commands"]:
-        cells["_commands"].append(command)
+    store, cells = open_cells(args.out, argv)
     prior = load_prior("phantom64")
     pb = problem(args.images, args.views, args.sigma_y)
     base = baselines(pb)
@@ -147,9 +141,7 @@ def main(argv=None):
             c = cells[key]
             print(f"{key}: PSNR {c['psnr']:.2f} SSIM {c['ssim']:.3f} NFE {c['nfe']} VJP {c['vjp']} "
                   f"{c['seconds_per_image']:.1f} s/img overhead {c['overhead']:.2f}", flush=True)
-            with open(store + ".tmp", "w") as f:
-                json.dump(cells, f, indent=1)
-            os.replace(store + ".tmp", store)
+            save_cells(store, cells)
             write_markdown(args.out, cells, base, args)
     write_markdown(args.out, cells, base, args)
 
