@@ -74,9 +74,12 @@ def _figure(images: dict, *, truth=None, titles=None, cmaps=None, ranges=None, s
 
 
 def _save(fig, path) -> str:
+    import os
+
     import matplotlib.pyplot as plt
 
     try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     finally:
         plt.close(fig)

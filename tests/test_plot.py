@@ -27,3 +27,9 @@ def test_volume_figure_shows_three_planes(tmp_path):
 
     img = imread(path)
     assert img.shape[0] > 2 * img.shape[1] * 0.6  # three plane rows stacked, each at readable size
+
+
+def test_figures_create_their_folder(tmp_path):
+    truth = torch.rand(1, 8, 8)
+    path = save_image_row({"truth": truth}, str(tmp_path / "new" / "deeper" / "a.png"))
+    assert (tmp_path / "new" / "deeper" / "a.png").is_file() and path.endswith("a.png")
