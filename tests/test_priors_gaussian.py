@@ -152,3 +152,19 @@ def test_bad_construction():
         GaussianMixturePrior([0.5, -0.5], torch.zeros(2, 2), 1.0)
     with pytest.raises(ValueError, match="semi-definite"):
         GaussianPrior(torch.zeros(2), torch.tensor([[1.0, 0.0], [0.0, -1.0]]))
+
+
+def test_draws_use_the_principal_square_root():
+    """A seeded draw is μ + C^{1/2} z with the unique symmetric root, so it does not depend on the
+    eigenvector signs or bases LAPACK picks (these change with the thread count). A covariance with
+    a repeated eigenvalue, where eigh's basis is arbitrary, must still give the closed-form root."""
+    from invdiff.priors.gaussian import _sqrtm_psd
+
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(5, 5, generator=g, dtype=torch.float64))
+    lam = torch.tensor([4.0, 4.0, 1.0, 0.25, 0.0], dtype=torch.float64)  # repeated and zero eigenvalues
+    C = q @ torch.diag(lam) @ q.T
+    root = _sqrtm_psd(C[None])[0]
+    assert torch.allclose(root, q @ torch.diag(lam.sqrt()) @ q.T, atol=1e-12)
+    flipped = q * torch.tensor([-1.0, 1.0, -1.0, 1.0, -1.0], dtype=torch.float64)  # other eigenvector signs
+    assert torch.allclose(_sqrtm_psd((flipped @ torch.diag(lam) @ flipped.T)[None])[0], root, atol=1e-12)

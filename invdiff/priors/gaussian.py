@@ -74,8 +74,15 @@ def _mvn_logpdf(r: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
 
 
 def _sqrtm_psd(C: torch.Tensor) -> torch.Tensor:
+    """The principal square root ``C^{1/2} = U Λ^{1/2} Uᵀ`` of a PSD matrix (batched).
+
+    Unlike the factor ``U Λ^{1/2}``, it does not depend on the signs (or, for repeated
+    eigenvalues, the basis) that ``eigh`` picks for the eigenvectors, which vary with the
+    LAPACK build and thread count: a seeded draw ``μ + C^{1/2} z`` is then the same everywhere
+    up to rounding."""
     lam, U = torch.linalg.eigh(C)
-    return U * lam.clamp_min(0).sqrt().unsqueeze(-2)
+    root = (U * lam.clamp_min(0).sqrt().unsqueeze(-2)) @ U.transpose(-1, -2)
+    return 0.5 * (root + root.transpose(-1, -2))
 
 
 @dataclass
