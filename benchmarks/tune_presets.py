@@ -68,6 +68,37 @@ def _write(payload: dict, md_path: str) -> None:
         f.write("\n".join(lines) + "\n")
 
 
+def _merge_and_write(run: dict, md_path: str) -> None:
+    """Fold this run's results into ``presets.json`` as it is on disk now, and rewrite both files.
+
+    The file is re-read under a lock at every write, so several tuning commands may run at once
+    (e.g. one per core on different problems): each adds its own problems and none drops another's.
+    ``run`` holds this command's ``command``, ``images``, ``steps``, ``methods`` and ``results``.
+    """
+    import fcntl
+
+    with open(OUT_JSON + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.isfile(OUT_JSON):
+            with open(OUT_JSON) as f:
+                payload = json.load(f)
+        else:
+            payload = {"split": "validation", "images": run["images"], "steps": run["steps"], "problems": {}}
+        payload.setdefault("commands", [])
+        payload.setdefault("settings", {})
+        if run["command"] not in payload["commands"]:
+            payload["commands"].append(run["command"])
+        for name, result in run["results"].items():
+            if (run["images"], run["steps"]) != (payload["images"], payload["steps"]):
+                payload["settings"][name] = {"images": run["images"], "steps": run["steps"]}
+            else:
+                payload["settings"].pop(name, None)
+            # --methods adds to the problem's other methods; a full retune replaces them all
+            kept = payload["problems"].get(name, {}) if run["methods"] else {}
+            payload["problems"][name] = {**kept, **result}
+        _write(payload, md_path)
+
+
 def main(argv=None):
     from invdiff.problems import PROBLEMS
 
@@ -80,29 +111,23 @@ def main(argv=None):
     ap.add_argument("--out", default="benchmarks/tune_presets.md")
     args = ap.parse_args(argv)
     names = args.problems or [n for n, p in PROBLEMS.items() if not p.is_volume]
-    command = "python benchmarks/tune_presets.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    payload = {"split": "validation", "images": args.images, "steps": args.steps, "commands": [], "problems": {},
-               "settings": {}}
-    if (args.problems or args.methods) and os.path.isfile(OUT_JSON):
+    unknown = [n for n in names if n not in PROBLEMS]
+    if unknown:
+        sys.exit(f"unknown problem(s) {', '.join(unknown)}; known: {', '.join(PROBLEMS)}")
+    if args.methods and os.path.isfile(OUT_JSON):
         with open(OUT_JSON) as f:
             old = json.load(f)
-        payload.update({k: old[k] for k in ("images", "steps") if k in old})
-        payload["settings"] = old.get("settings", {})
         for name in names:  # merging methods into a problem tuned with other settings would mix them
-            if name in old["problems"] and args.methods and _settings(old, name) != (args.images, args.steps):
+            if name in old["problems"] and _settings(old, name) != (args.images, args.steps):
                 sys.exit(f"{name} was tuned with --images {_settings(old, name)[0]} --steps {_settings(old, name)[1]}; "
                          f"add methods with the same settings, or retune the problem (no --methods)")
-        payload["commands"] = old.get("commands", [])
-        payload["problems"] = {k: v for k, v in old["problems"].items() if args.methods or k not in names}
-    for name in names:
-        if (args.images, args.steps) != (payload["images"], payload["steps"]):
-            payload["settings"][name] = {"images": args.images, "steps": args.steps}
-    payload["commands"].append(command)
+    command = "python benchmarks/tune_presets.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    run = {"command": command, "images": args.images, "steps": args.steps, "methods": args.methods, "results": {}}
     with ProcessPoolExecutor(args.jobs) as pool:  # each problem is saved as soon as it is done
         for name, result in zip(names, pool.map(tune_one, names, [args.images] * len(names),
                                                 [args.steps] * len(names), [args.methods] * len(names))):
-            payload["problems"][name] = {**payload["problems"].get(name, {}), **result}
-            _write(payload, args.out)
+            run["results"] = {name: result}
+            _merge_and_write(run, args.out)
 
 
 if __name__ == "__main__":

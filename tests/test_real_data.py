@@ -83,6 +83,9 @@ def test_bad_requests():
         corpus("ct", "train2")
     with pytest.raises(ValueError, match="gives 1 distinct 512-px images, 4 requested"):
         corpus_images("ct", "test", 512, 4)
+    # asking for more windows than a slice holds counts the windows that do fit (not 0)
+    with pytest.raises(ValueError, match="gives 5 distinct 256-px images, 8 requested"):
+        corpus_images("ct", "test", 256, 8)
     with pytest.raises(ValueError, match="n must be"):
         corpus_images("ct", "test", 256, 0)
 

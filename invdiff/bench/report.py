@@ -77,7 +77,10 @@ def write_markdown(data: dict, path, *, problems, methods) -> str:
               "than the best deepinv sampler.", ""]
     for p in problems:
         spec = get_problem(p)
-        lines += [f"## {p}", "", f"{spec.description}; sigma_y = {spec.sigma_y}; prior `{spec.prior}`.", "",
+        counts = {c["n_images"] for m in methods if "n_images" in (c := data["cells"].get(cell_key(p, m)) or {})}
+        fewer = (f" Test images: {', '.join(map(str, sorted(counts)))} (the split holds no more at this size)."
+                 if counts and counts != {cfg["n_images"]} else "")
+        lines += [f"## {p}", "", f"{spec.description}; sigma_y = {spec.sigma_y}; prior `{spec.prior}`.{fewer}", "",
                   "| method | PSNR | SSIM | NFE | VJP | s / image | peak MB | coverage ±2 std / calibrated 95 % "
                   "| hyperparameters |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

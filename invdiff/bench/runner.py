@@ -81,6 +81,7 @@ def run_cell(problem: str, method: Method, n_images: int, seed: int, steps: int,
     dev = resolve_device(device)
     torch.set_num_threads(threads)
     spec = get_problem(problem)
+    n_images = spec.n_images(n_images)  # fewer where the problem's test split holds fewer
     pb = spec.make("test", n_images, seed=seed)
     prior = spec.build_prior().to(dev) if method.uses_prior else None
     res = method.run(pb.to(dev), prior, steps=steps, generator=torch.Generator().manual_seed(seed),
@@ -102,7 +103,7 @@ def run_cell(problem: str, method: Method, n_images: int, seed: int, steps: int,
     atomic_write(rec_dir / "truth.npy", lambda tmp: np.save(tmp, pb.x_true[0].numpy()))
     return {"problem": problem, "method": method.name, "family": method.family,
             "psnr": psnr(x, pb.x_true).tolist(), "ssim": ssim(x, pb.x_true).tolist(),
-            "nfe": res.nfe, "vjp": res.vjp, "seconds_per_image": res.seconds / n_images,
+            "n_images": n_images, "nfe": res.nfe, "vjp": res.vjp, "seconds_per_image": res.seconds / n_images,
             "network_seconds_per_image": res.network_seconds / n_images, "peak_memory_mb": res.peak_memory_mb, "params": res.params, "device": device_name(dev), **uq}
 
 

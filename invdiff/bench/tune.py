@@ -31,7 +31,7 @@ def tune_problem(name: str, methods, *, images: int = 2, steps: int = 100, seed:
     from ..problems import get_problem
 
     spec = get_problem(name)
-    pb = spec.make("validation", images, seed=noise_seed)
+    pb = spec.make("validation", spec.n_images(images), seed=noise_seed)
     out = {}
     for m in map(get_method, methods):
         if not m.grid or not_applicable(m, spec):

@@ -249,9 +249,11 @@ def corpus(name: str, split: str | None = None) -> list[Source]:
     return [s for s in SOURCES if s.corpus == name and (split is None or s.split == split)]
 
 
-def _windows(img: np.ndarray, size: int, n: int) -> list[np.ndarray]:
+def _windows(img: np.ndarray, size: int, n: int, *, strict: bool = True) -> list[np.ndarray]:
     """``n`` distinct ``size × size`` windows of ``img`` at its own pixel scale, spread over the part
-    that is not background (the corners of the content's bounding box, then its centre)."""
+    that is not background (the corners of the content's bounding box, then its centre).
+
+    With ``strict=False`` as many as fit (at most ``n``) instead of an error when fewer than ``n`` fit."""
     h, w = img.shape[:2]
     if min(h, w) < size:
         raise ValueError(f"an image of {h}×{w} px is smaller than the requested {size}×{size}")
@@ -267,7 +269,7 @@ def _windows(img: np.ndarray, size: int, n: int) -> list[np.ndarray]:
         if (a, b) not in seen:
             seen.add((a, b))
             out.append(img[a:a + size, b:b + size])
-    if len(out) < n:
+    if len(out) < n and strict:
         raise ValueError(f"only {len(out)} distinct {size}-px windows fit in a {h}×{w} image, {n} requested")
     return out[:n]
 
@@ -326,7 +328,7 @@ def corpus_images(name: str, split: str, size: int, n: int) -> torch.Tensor:
                     img = np.repeat(img[..., None], 3, axis=-1)
                 try:
                     k = 1 if min(img.shape[:2]) == size else math.ceil(n / max(len(sources), 1))
-                    pool += _windows(img, size, k)
+                    pool += _windows(img, size, k, strict=False)
                 except ValueError:
                     continue  # a source smaller than the size gives nothing at this size
     if len(pool) < n:

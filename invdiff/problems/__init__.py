@@ -47,6 +47,12 @@ class ProblemSpec:
                                                  # (invdiff/problems/presets.json, benchmarks/tune_presets.py)
     calibrations: dict = field(default_factory=dict)  # method name ("diffpir:8") -> conformal factors fitted
                                                       # on "validation" (calibration.json, benchmarks/uncertainty.py)
+    max_images: int | None = None  # images each split holds at this size, where fewer than a benchmark asks for
+
+    def n_images(self, requested: int) -> int:
+        """How many images a benchmark or tuner asking for ``requested`` gets: ``requested``, or
+        :attr:`max_images` where the splits hold fewer (stated in the problem's description)."""
+        return requested if self.max_images is None else min(requested, self.max_images)
 
     def calibration(self, method: str):
         """The :class:`~invdiff.calibration.Calibration` of ``method`` (``"solver:S"``, S samples)
@@ -193,7 +199,8 @@ def _specs() -> dict:
         ("ct256-fan-32", "real CT, fan beam, 32 views over 360° (source 4 and detector 2 image widths from the axis, "
          "10° half fan angle)", 0.005, real_ct,
          "phantom64", 256),
-        ("ct512-sparse-32", "real CT at the native DICOM size, parallel beam, 32 views", 0.005, real_ct,
+        ("ct512-sparse-32", "real CT at the native DICOM size, parallel beam, 32 views (one validation and one test "
+         "image: the packages ship one 512² CT slice per split outside the held-out set)", 0.005, real_ct,
          "phantom64", 512),
         ("mri256-4x", "real brain MRI, Cartesian 4× random lines, 8 % centre, single coil", 0.005, real_mri,
          "phantom64", 256),
@@ -217,7 +224,8 @@ def _specs() -> dict:
                                calibrations=cal.get(name, {}))
              for name, desc, sigma_y, data, prior in rows}
     specs.update({name: ProblemSpec(name, desc, ops[name], sigma_y, data, prior, size=size,
-                                    presets=tuned.get(name, {}), calibrations=cal.get(name, {}))
+                                    presets=tuned.get(name, {}), calibrations=cal.get(name, {}),
+                                    max_images=1 if size == 512 else None)
                   for name, desc, sigma_y, data, prior, size in real})
     return specs
 
