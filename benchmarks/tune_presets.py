@@ -26,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 OUT_JSON = os.path.join(os.path.dirname(__file__), "..", "invdiff", "problems", "presets.json")
 
 
-def tune_one(name: str, images: int, steps: int, methods=None) -> dict:
+def tune_one(name: str, images: int, steps: int, methods=None, points=None) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -34,7 +34,7 @@ def tune_one(name: str, images: int, steps: int, methods=None) -> dict:
     from invdiff.methods import METHODS
 
     names = methods or [n for n, m in METHODS.items() if m.grid]
-    out = tune_problem(name, names, images=images, steps=steps)
+    out = tune_problem(name, names, images=images, steps=steps, points=points)
     print(name, {k: (v["params"], round(v["validation_psnr"], 2)) for k, v in out.items()}, flush=True)
     return out
 
@@ -62,6 +62,8 @@ def _write(payload: dict, md_path: str) -> None:
         for method, c in r.items():
             grid = ("(grid scores not kept: " + c["note"] + ")") if c.get("grid") is None else ", ".join(
                 f"{'/'.join(f'{v:.3g}' for v in g['params'].values())}: {g['psnr']:.2f}" for g in c["grid"])
+            if c.get("grid") is not None and c.get("note"):
+                grid += f" ({c['note']})"
             lines.append(f"| {name} | {images} images, {steps} steps | {method} | {c['params']} | "
                          f"{c['validation_psnr']:.2f} | {grid} |")
     with open(md_path, "w") as f:
@@ -108,6 +110,9 @@ def main(argv=None):
     ap.add_argument("--images", type=int, default=2)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--from-problem", metavar="PROBLEM",
+                    help="instead of each method's grid, score only the point chosen for PROBLEM (e.g. its 256-px "
+                         "version, where a full grid at 512 px costs too much); the row says so")
     ap.add_argument("--out", default="benchmarks/tune_presets.md")
     args = ap.parse_args(argv)
     names = args.problems or [n for n, p in PROBLEMS.items() if not p.is_volume]
@@ -122,10 +127,22 @@ def main(argv=None):
                 sys.exit(f"{name} was tuned with --images {_settings(old, name)[0]} --steps {_settings(old, name)[1]}; "
                          f"add methods with the same settings, or retune the problem (no --methods)")
     command = "python benchmarks/tune_presets.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    points = None
+    if args.from_problem:
+        chosen = PROBLEMS[args.from_problem].presets if args.from_problem in PROBLEMS else {}
+        missing = [m for m in (args.methods or []) if m not in chosen]
+        if not args.methods or missing:
+            sys.exit(f"--from-problem needs --methods, each tuned on {args.from_problem}; not tuned there: "
+                     f"{', '.join(missing) or '(no --methods given)'}")
+        points = {m: [chosen[m]] for m in args.methods}
     run = {"command": command, "images": args.images, "steps": args.steps, "methods": args.methods, "results": {}}
     with ProcessPoolExecutor(args.jobs) as pool:  # each problem is saved as soon as it is done
         for name, result in zip(names, pool.map(tune_one, names, [args.images] * len(names),
-                                                [args.steps] * len(names), [args.methods] * len(names))):
+                                                [args.steps] * len(names), [args.methods] * len(names),
+                                                [points] * len(names))):
+            if points:
+                for c in result.values():
+                    c["note"] = f"not a grid search: the point chosen on {args.from_problem}, scored here"
             run["results"] = {name: result}
             _merge_and_write(run, args.out)
 

@@ -19,13 +19,15 @@ __all__ = ["tune_problem"]
 
 
 def tune_problem(name: str, methods, *, images: int = 2, steps: int = 100, seed: int = 0,
-                 noise_seed: int = 1, prior=None) -> dict:
+                 noise_seed: int = 1, prior=None, points: dict | None = None) -> dict:
     """Grid-search each of ``methods`` on ``images`` validation images of problem ``name``.
 
     Returns ``{method: {"params", "validation_psnr", "grid": [{"params", "psnr"}, …]}}`` for
     every method that has a grid and can run on the problem. ``noise_seed`` draws the
     measurement noise, ``seed`` the samplers. ``prior`` (a :class:`~invdiff.priors.Prior`)
     replaces the problem's own prior, e.g. to compare candidate priors on validation.
+    ``points`` (``{method: [params, …]}``) replaces the grid of the methods it names, e.g. with
+    the one point chosen on a smaller version of the problem where a full grid costs too much.
     """
     from ..metrics import psnr
     from ..problems import get_problem
@@ -39,7 +41,7 @@ def tune_problem(name: str, methods, *, images: int = 2, steps: int = 100, seed:
         if m.uses_prior and prior is None:
             prior = spec.build_prior()
         scores = []
-        for params in m.grid_points(pb):
+        for params in (points or {}).get(m.preset_key) or m.grid_points(pb):
             res = m.run(pb, prior if m.uses_prior else None, steps=steps,
                         generator=torch.Generator().manual_seed(seed), params=params)
             scores.append((float(psnr(res.x_hat.clamp(0, 1), pb.x_true).mean()), params))
