@@ -45,5 +45,8 @@ def test_a_registered_toy_solver_runs_through_bench_tuner_and_listings(monkeypat
     tuned = tune_problem("ct-sparse-8", ["toy"], images=1, steps=2)
     assert [g["params"] for g in tuned["toy"]["grid"]] == [{"w": 0.0}, {"w": 1.0}]
     assert tuned["toy"]["params"] in ({"w": 0.0}, {"w": 1.0})
+    # points= replaces the grid (a point chosen elsewhere, scored here)
+    scored = tune_problem("ct-sparse-8", ["toy"], images=1, steps=2, points={"toy": [{"w": 0.25}]})
+    assert [g["params"] for g in scored["toy"]["grid"]] == [{"w": 0.25}] and scored["toy"]["params"] == {"w": 0.25}
     assert main(["methods"]) == 0 and "toy" in capsys.readouterr().out
     assert main(["solvers"]) == 0 and "Toy solver: the denoised estimate" in capsys.readouterr().out

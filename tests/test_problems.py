@@ -68,3 +68,14 @@ def test_presets_come_from_the_validation_tuning():
                 assert all(getattr(configured, k) == v for k, v in c["params"].items())
             else:
                 assert solver in METHODS
+
+
+def test_a_problem_whose_splits_hold_fewer_images_benchmarks_those_it_has(tmp_path):
+    from invdiff.bench import run_bench
+
+    spec = PROBLEMS["ct512-sparse-32"]
+    assert spec.max_images == 1 and spec.n_images(4) == 1 and PROBLEMS["ct256-sparse-8"].n_images(4) == 4
+    data = run_bench(["ct512-sparse-32"], ["pinv"], n_images=4, steps=2, out=str(tmp_path), progress=False)
+    cell = data["cells"]["ct512-sparse-32|pinv"]
+    assert cell["n_images"] == 1 and len(cell["psnr"]) == 1
+    assert "Test images: 1 (the split holds no more at this size)" in (tmp_path / "results.md").read_text()
