@@ -14,6 +14,7 @@ Run (resumable: finished cells are read back from the JSON file beside ``--out``
 
     python benchmarks/overhead.py --out benchmarks/overhead.md
     python benchmarks/overhead.py --problems ct-sparse-8 --solvers diffpir dps --steps 5 --out /tmp/o.md  # quick
+    python benchmarks/overhead.py --problems deblur-gauss --solvers diffpir --redo  # after changing DiffPIR
 """
 
 from __future__ import annotations
@@ -107,13 +108,15 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="benchmarks/overhead.md")
+    ap.add_argument("--redo", action="store_true",
+                    help="run the named cells again (after a change to a solver), replacing the stored ones")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     store, cells = open_cells(args.out, argv)
     for p in args.problems:
         for s in args.solvers:
             key = f"{p}/{s}"
-            if key in cells:
+            if key in cells and not args.redo:
                 continue
             cells[key] = c = run_cell(p, s, steps=args.steps, images=args.images, seed=args.seed)
             print(key, c if "skipped" in c else f"PSNR {c['psnr']:.2f} {c['seconds_per_image']:.2f} s/img "

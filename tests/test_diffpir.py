@@ -121,3 +121,23 @@ def test_diffpir_presets_and_bad_input():
     with pytest.raises(ValueError, match="no DiffPIR preset"):
         DiffPIR.preset("ct_sparse_view")
     assert SOLVERS["diffpir"] is DiffPIR
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 31, 30), (2, 17, 19)])
+def test_blur_data_step_runs_cg_on_fourier_coefficients_with_the_spatial_iterates(shape):
+    """DiffPIR's CG for a circular blur runs on the image's Fourier coefficients (elementwise AᵀA):
+    the same iterates as CG on images, for even and odd widths (the half-spectrum weights)."""
+    from invdiff.linalg import cg
+    from invdiff.operators import gaussian_blur, motion_blur
+    from invdiff.operators.spectral import data_prox
+
+    g = torch.Generator().manual_seed(0)
+    for op in (gaussian_blur(shape, 2.0), motion_blur(shape, 9.0, 30.0)):
+        x = torch.rand(2, *shape, generator=g, dtype=torch.float64)
+        y = op.A(x) + 0.01 * torch.randn(op.A(x).shape, generator=g, dtype=torch.float64)
+        z = torch.rand(x.shape, generator=g, dtype=torch.float64)
+        for mu, iters in [(1e-6, 1), (1e-6, 5), (1e-2, 1), (1e-2, 5), (1.0, 30)]:
+            got = data_prox(op, y, z, mu, cg_iters=iters, closed_form=False)
+            ref = cg(lambda v: op.A_adjoint(op.A(v)) + mu * v, op.A_adjoint(y) + mu * z, z, max_iter=iters, tol=1e-6)
+            moved = (ref - z).abs().max()
+            assert (got - ref).abs().max() < 1e-4 * moved, (shape, mu, iters)

@@ -14,7 +14,9 @@ operator is diagonal in a known basis with eigenvalues bounded away from zero (i
 single-coil MRI: :func:`~invdiff.operators.spectral.has_binary_spectrum`) and by the package's
 CG (:func:`invdiff.linalg.cg`, warm-started at ``x̂0``, ``cg_iters`` iterations) otherwise (CT,
 blur, super-resolution, multi-coil MRI): there the exact solve at the tiny ρ of the first steps
-fits the noise on near-zero singular values, which CG's few iterations leave alone. Units: the official code measures ``σ_y`` on [0, 1]
+fits the noise on near-zero singular values, which CG's few iterations leave alone (for a circular
+blur the CG runs on the image's Fourier coefficients, where ``AᵀA`` is elementwise: the same
+iterates at a fraction of the cost). Units: the official code measures ``σ_y`` on [0, 1]
 images and ``σ̄ = sqrt(1 − ᾱ)/sqrt(ᾱ)`` on [−1, 1] images, i.e. ``σ̄ = 2σ`` here, so
 ``ρ_σ = λ σ_y² / (4σ²)``. One network call per step, no VJP.
 
