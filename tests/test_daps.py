@@ -29,12 +29,17 @@ def gaussian_problem():
 
 def daps_law(prior, M, y, tau, solver: DAPS, sigmas):
     """Mean and covariance of DAPS's output, propagated exactly (independent of the solver's code)."""
+    return daps_law_normal(prior, M.T @ M, M.T @ y.reshape(-1), tau, solver, sigmas)
+
+
+def daps_law_normal(prior, AtA, Aty, tau, solver: DAPS, sigmas):
+    """:func:`daps_law` from the normal matrix ``AᵀA`` and ``Aᵀy`` (operators given as maps)."""
     mu, C = prior.mean.reshape(-1), prior.cov
     d = mu.numel()
     eye = torch.eye(d, dtype=D64)
     n = len(sigmas) - 1
     m, S = mu.clone(), sigmas[0] ** 2 * eye  # x_T = mean + σ_0 ε (solve starts at 0.5 = prior mean)
-    H_data, b_data = M.T @ M / tau**2, M.T @ y.reshape(-1) / tau**2
+    H_data, b_data = AtA / tau**2, Aty / tau**2
     for j in range(n):
         s = sigmas[j]
         # inner ODE: Euler steps x' = D + (s'/s)(x − D), D(x, s) = μ + C (C + s² I)⁻¹ (x − μ)
@@ -122,3 +127,73 @@ def test_daps_bad_input(gaussian_problem):
     with pytest.raises(NonFiniteError, match="smaller step size"):  # lr far above the stability bound
         solve(pb, prior, DAPS(tau=None, lr=1.0), steps=3, progress=False)
     assert SOLVERS["daps"] is DAPS
+
+
+@pytest.mark.parametrize("kind", ["blur", "inpainting", "mri"])
+def test_daps_closed_form_langevin_follows_the_chains_exact_law(kind):
+    """Where AᵀA is diagonal in a known basis (masks, circular blur, single-coil MRI) DAPS draws the
+    K-step Langevin chain's output in one step: its samples must follow the same exact law as the
+    loop's (propagated step by step from the dense normal matrix), with an image-shaped prior."""
+    from invdiff.operators import gaussian_blur, mri_cartesian, random_inpainting
+    from invdiff.operators.spectral import diagonal_normal
+    from invdiff.reference import gaussian_image
+
+    g = torch.Generator().manual_seed(5)
+    physics = {"blur": lambda: gaussian_blur((1, 8, 8), 1.0),
+               "inpainting": lambda: random_inpainting((1, 8, 8), 0.5, generator=g),
+               "mri": lambda: mri_cartesian(8, 2.0, generator=g)}[kind]()
+    prior, pb, _ = gaussian_image(physics, size=8, sigma_y=0.05)
+    A = pb.physics
+    assert diagonal_normal(A, pb.y.new_zeros(1, 1, 8, 8)) is not None  # the closed form is what runs
+    basis = torch.eye(64, dtype=D64).reshape(64, 1, 8, 8)
+    AtA = A.A_adjoint(A.A(basis)).reshape(64, 64).T
+    Aty = A.A_adjoint(pb.y).reshape(-1)
+    solver = DAPS(tau=None, lr=1e-3, lr_min_ratio=0.2, langevin_steps=40)
+    steps, n = 8, 4096
+    sigmas = solver.default_sigmas(prior, steps).tolist()
+    m, S = daps_law_normal(prior, AtA, Aty, pb.sigma_y, solver, sigmas)
+    res = solve(pb, prior, solver, steps=steps, num_samples=n, generator=torch.Generator().manual_seed(3),
+                progress=False)
+    x = res.samples.reshape(n, -1)
+    z = (x.mean(0) - m) / (S.diagonal() / n).sqrt()
+    assert float(z.abs().max()) < 5, z
+    var_ratio = x.var(0) / S.diagonal()
+    assert float((var_ratio - 1).abs().max()) < 0.15, var_ratio
+    # the sample covariance's Frobenius error has E‖Ŝ − S‖² ≈ (‖S‖² + (tr S)²)/n (Gaussian samples);
+    # 64 coordinates make it ~0.1 relative here, so the bound is 1.5 times that expectation
+    cov_err = torch.linalg.matrix_norm(torch.cov(x.T) - S) / torch.linalg.matrix_norm(S)
+    expected = float(((torch.linalg.matrix_norm(S) ** 2 + S.trace() ** 2) / n).sqrt() / torch.linalg.matrix_norm(S))
+    assert float(cov_err) < 1.5 * expected, (float(cov_err), expected)
+
+
+@pytest.mark.parametrize("kind", ["blur", "inpainting", "mri"])
+def test_daps_chain_law_is_the_loops_mean_and_covariance(kind):
+    """Deterministic check of the closed form: its mean is the noiseless Langevin loop run step by
+    step, and its covariance (as a dense matrix through the basis) is the loop's
+    ``Q ← F Q Fᵀ + 2η I`` recursion, to rounding."""
+    from invdiff.operators import gaussian_blur, mri_cartesian, random_inpainting
+    from invdiff.operators.spectral import diagonal_normal
+
+    g = torch.Generator().manual_seed(5)
+    A = {"blur": lambda: gaussian_blur((1, 8, 8), 1.0),
+         "inpainting": lambda: random_inpainting((1, 8, 8), 0.5, generator=g),
+         "mri": lambda: mri_cartesian(8, 2.0, generator=g)}[kind]().double()
+    x0_hat = torch.rand(1, 1, 8, 8, generator=g, dtype=D64)
+    y = A.A(torch.rand(1, 1, 8, 8, generator=g, dtype=D64))
+    sigma, tau, lr = 0.3, 0.05, 1e-3
+    solver = DAPS(tau=tau, langevin_steps=37)
+    diag = diagonal_normal(A, x0_hat)
+    mean, std = solver.chain_law(A, y, x0_hat, sigma, tau, lr, diag)
+    x = x0_hat
+    for _ in range(solver.langevin_steps):
+        x = x - lr * ((x - x0_hat) / sigma**2 + A.A_adjoint(A.A(x) - y) / tau**2)
+    assert torch.allclose(mean, x, rtol=0, atol=1e-10), float((mean - x).abs().max())
+    basis = torch.eye(64, dtype=D64).reshape(64, 1, 8, 8)
+    F = torch.eye(64, dtype=D64) - lr * (torch.eye(64, dtype=D64) / sigma**2
+                                         + A.A_adjoint(A.A(basis)).reshape(64, 64).T / tau**2)
+    Q = torch.zeros(64, 64, dtype=D64)
+    for _ in range(solver.langevin_steps):
+        Q = F @ Q @ F.T + 2 * lr * torch.eye(64, dtype=D64)
+    to, back, _ = diag
+    cov = back(std**2 * to(basis)).reshape(64, 64).T
+    assert torch.allclose(cov, Q, rtol=0, atol=1e-9 * float(Q.abs().max())), float((cov - Q).abs().max())

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["has_svd", "require_svd", "singular_values", "truncated_pinv", "real_part", "has_exact_prox", "has_binary_spectrum", "data_prox"]
+__all__ = ["has_svd", "require_svd", "singular_values", "truncated_pinv", "real_part", "has_exact_prox", "has_binary_spectrum", "data_prox",
+           "diagonal_normal"]
 
 
 def has_svd(physics) -> bool:
@@ -154,3 +155,27 @@ def _fourier_cg(physics, y: torch.Tensor, z: torch.Tensor, mu: float, *, cg_iter
     rhs = sqrt_w * physics.V_adjoint(physics.A_adjoint(y) + mu * z)
     coeffs = cg(lambda v: eig * v, rhs, sqrt_w * physics.V_adjoint(z), max_iter=cg_iters, tol=tol)
     return physics.V(coeffs / sqrt_w).to(z.dtype)
+
+
+def diagonal_normal(physics, like: torch.Tensor):
+    """``(to, back, w)`` with ``AᵀA x = back(w · to(x))`` for real images ``x`` shaped like ``like``,
+    where the normal operator is diagonal in a known orthonormal basis; ``None`` otherwise.
+
+    * masks (deepinv ``Inpainting``): the pixel basis, ``w`` the mask (``AᵀA 1``);
+    * circular blur (deepinv ``BlurFFT``) and single-coil real-input MRI (``fourier_diagonal``):
+      the unitary 2D DFT, ``w`` the DFT of the normal operator's impulse response (real, and
+      symmetric ``w(k) = w(−k)``, so ``back(g · to(x))`` is real for any real ``g`` built from ``w``).
+
+    ``to`` maps an image to its coefficients, ``back`` maps coefficients to a real image.
+    """
+    import deepinv
+
+    if isinstance(physics, deepinv.physics.Inpainting):
+        w = physics.A_adjoint(physics.A(torch.ones_like(like)))
+        return (lambda x: x), (lambda c: c), w
+    if _is_circular_blur(physics) or getattr(physics, "fourier_diagonal", False):
+        delta = torch.zeros_like(like)
+        delta[..., 0, 0] = 1
+        w = torch.fft.fft2(physics.A_adjoint(physics.A(delta))).real
+        return (lambda x: torch.fft.fft2(x, norm="ortho")), (lambda c: torch.fft.ifft2(c, norm="ortho").real), w
+    return None

@@ -44,7 +44,11 @@ reaches ``lr · lr_min_ratio`` at the last level instead of one level after it);
 not silently restart from zeros — the loop stops with an error suggesting a smaller ``lr``.
 
 Stability needs ``lr · (‖A‖²/τ² + 1/σ_j²) < 2``; cost per level: ``ode_steps`` NFE and
-``langevin_steps`` applications of ``A`` and ``Aᵀ``.
+``langevin_steps`` applications of ``A`` and ``Aᵀ`` — except where ``AᵀA`` is diagonal in a known
+basis (masks, circular blur, single-coil MRI: :func:`invdiff.operators.spectral.diagonal_normal`).
+There the chain is a linear Gaussian recursion, diagonal in that basis, and its ``K``-step output
+is drawn in one step from its exact law (:meth:`DAPS.chain_law`): the sampler's law is unchanged,
+its random numbers are not (one draw per level instead of ``K``).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..operators.spectral import diagonal_normal
 from ..schedules import karras
 from .base import noise_like, Solver, State
 from .ddim import ddim_step
@@ -125,6 +130,11 @@ class DAPS(Solver):
         if observed and not tau > 0:
             raise ValueError("DAPS with tau=None uses sigma_y as the likelihood scale, which is 0 for this "
                              "problem; give tau > 0")
+        diag = diagonal_normal(A, x0_hat) if observed else None
+        if diag is not None:
+            x = self._langevin_closed_form(A, y, x0_hat, sigma, tau, lr, diag, generator)
+            if x is not None:
+                return x
         x = x0_hat
         for _ in range(self.langevin_steps):
             grad = (x - x0_hat) / sigma**2
@@ -132,6 +142,45 @@ class DAPS(Solver):
                 grad = grad + A.A_adjoint(A.A(x) - y) / tau**2
             x = x - lr * grad + (2 * lr) ** 0.5 * noise_like(x, generator)
         return x
+
+    def _langevin_closed_form(self, A, y, x0_hat, sigma, tau, lr, diag, generator):
+        r"""A draw from the law of the ``K``-step Langevin chain where ``AᵀA = B diag(w) Bᴴ`` in a known
+        orthonormal basis ``B`` (:func:`~invdiff.operators.spectral.diagonal_normal`); ``None`` when
+        the chain is unstable there (``|1 − η m| ≥ 1``), so that the loop reports the divergence.
+
+        The chain ``x ← (I − η M) x + η b + √(2η) ε`` with ``M = I/σ² + AᵀA/τ²`` and
+        ``b = x̂0/σ² + Aᵀy/τ²`` is linear and Gaussian, with ``M`` diagonal in ``B``: per
+        coefficient, with ``m = 1/σ² + w/τ²`` and ``d = 1 − η m``, after ``K`` steps from ``x̂0``
+
+        .. math::
+            x_K \sim N\big(d^K \hat x_0 + (1 − d^K)\, b / m,\; 2η\,(1 − d^{2K}) / (1 − d^2)\big).
+
+        One Gaussian draw then replaces ``K`` steps with two operator applications each: the law
+        of the output is the loop's exactly (its random numbers are not)."""
+        law = self.chain_law(A, y, x0_hat, sigma, tau, lr, diag)
+        if law is None:
+            return None
+        mean, std = law
+        to, back, _ = diag
+        noise = back(std * to(noise_like(x0_hat, generator).double()))
+        return (mean + noise).to(x0_hat.dtype)
+
+    def chain_law(self, A, y, x0_hat, sigma, tau, lr, diag):
+        """``(mean, std)`` of the ``K``-step Langevin chain's output (see :meth:`_langevin_closed_form`):
+        the mean as an image (float64), the standard deviations per coefficient of the basis of
+        ``diag``; ``None`` where the chain is unstable."""
+        to, back, w = diag
+        m = 1 / sigma**2 + w.double() / tau**2
+        a = lr * m                                   # d = 1 − a
+        if bool(((a <= 0) | (a >= 2)).any()):
+            return None
+        K = self.langevin_steps
+        dK = (1 - a) ** K
+        q = a * (2 - a)                              # 1 − d², computed without cancellation
+        var = 2 * lr * -torch.expm1(K * torch.log1p(-q)) / q
+        b = x0_hat / sigma**2 + A.A_adjoint(y) / tau**2
+        mean = back(dK * to(x0_hat.double()) + (1 - dK) / m * to(b.double()))
+        return mean, var.sqrt()
 
     def step(self, state, sigma, sigma_next, problem, prior, generator):
         with torch.no_grad():
