@@ -45,6 +45,9 @@ def main(argv=None):
     p.add_argument("--training-data", required=True)
     p.add_argument("--hardware", required=True)
     p.add_argument("--card", default=None)
+    p.add_argument("--validated-size", type=int, default=None,
+                   help="side of the largest images the prior was evaluated on (default: its training size); "
+                        "larger than twice this, loading it warns once")
     args = p.parse_args(argv)
     _, meta = read_safetensors(args.file)
     dest = WEIGHTS_DIR / f"{args.name}.safetensors"
@@ -67,6 +70,7 @@ def main(argv=None):
         "wall_time_s": int(float(meta["train_seconds"])),
         "hardware": args.hardware,
         "card": args.card or f"docs/model_cards/{args.name}.md",
+        "validated_size": args.validated_size or max(json.loads(meta["img_size"])),
     }
     entries = catalog() if CATALOG_PATH.exists() else {}
     entries[args.name] = entry

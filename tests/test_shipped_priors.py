@@ -24,6 +24,7 @@ def test_shipped_prior_loads_and_matches_catalog(name):
     assert prior.channels == entry["channels"] and list(prior.img_size) == entry["resolution"]
     assert (ROOT / entry["card"]).is_file()
     assert not any(p.requires_grad for p in prior.parameters())
+    assert prior.validated_size == entry["validated_size"] >= max(entry["resolution"])
 
 
 def test_phantom64_denoising_gate():
@@ -100,3 +101,19 @@ def test_photo_denoising_gate():
         old = psnr(load_prior("photo64").denoise(y, 0.1), x)
     gain, over = float((ours - psnr(y, x)).mean()), float((ours - old).mean())
     assert gain > 10 and over > 0.5, (gain, over)
+
+
+def test_far_larger_image_warns_once_with_the_sizes():
+    """A shipped prior warns once (not per call) when an image side exceeds twice the largest
+    size it was validated on; at the validated size it stays silent."""
+    import warnings
+
+    prior = load_prior("photo64")  # validated at 256 px
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")
+        prior.denoise(torch.rand(1, 3, 512, 64), 0.1)  # 512 = 2 x 256: no warning yet
+        assert not [w for w in caught if "validated" in str(w.message)]
+        prior.denoise(torch.rand(1, 3, 520, 64), 0.1)
+        prior.denoise(torch.rand(1, 3, 520, 64), 0.1)
+    msgs = [str(w.message) for w in caught if "validated" in str(w.message)]
+    assert len(msgs) == 1 and "520×64" in msgs[0] and "256 px" in msgs[0] and "'photo64'" in msgs[0], msgs

@@ -18,6 +18,7 @@ halved intensity range.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
@@ -184,10 +185,15 @@ class EDMPrior(Prior):
     img_size : (int, int) or None
         Training resolution; the network is fully convolutional, so other sizes divisible by
         ``2 ** (len(mults) - 1)`` run too (out of distribution, see the model cards).
+    validated_size : int or None
+        Side of the largest images the prior was evaluated on (a shipped prior's catalog
+        records it; default: the training resolution). An image with a side more than twice
+        this gets a one-line warning with the sizes, once per prior.
     """
 
     def __init__(self, net: UNet, *, sigma_data: float = 0.25, sigma_min: float = 2e-3,
-                 sigma_max: float = 40.0, img_size=None, memory_format=torch.channels_last):
+                 sigma_max: float = 40.0, img_size=None, memory_format=torch.channels_last,
+                 validated_size=None):
         super().__init__()
         # Channels-last memory layout (values unchanged): the convolutions run 1.2× (64 px) to
         # 3.2× (512 px) faster on CPU with identical results (benchmarks/network.md).
@@ -198,6 +204,10 @@ class EDMPrior(Prior):
         self.sigma_max = float(sigma_max)
         self.channels = net.config.channels
         self.img_size = tuple(img_size) if img_size is not None else None
+        if validated_size is None and self.img_size is not None:
+            validated_size = max(self.img_size)
+        self.validated_size = int(validated_size) if validated_size is not None else None
+        self._warned_size = False
 
     def check_input(self, x):
         super().check_input(x)
@@ -205,6 +215,18 @@ class EDMPrior(Prior):
         if x.shape[-1] % k or x.shape[-2] % k:
             raise ValueError(f"{type(self).__name__}: H and W must be divisible by {k}, "
                              f"got {tuple(x.shape)}")
+        self._warn_if_far_larger(*x.shape[-2:])
+
+    def _warn_if_far_larger(self, h: int, w: int) -> None:
+        """Warn once when an image side exceeds twice :attr:`validated_size`."""
+        if self.validated_size is None or self._warned_size or max(h, w) <= 2 * self.validated_size:
+            return
+        self._warned_size = True
+        name = getattr(self, "name", None)
+        train = f"; trained on {self.img_size[0]}×{self.img_size[1]} px" if self.img_size else ""
+        warnings.warn(f"{type(self).__name__}{f' {name!r}' if name else ''}: a {h}×{w} image is more than twice "
+                      f"the largest size it was validated on ({self.validated_size} px{train}); expect results "
+                      f"out of distribution", stacklevel=4)
 
     def _denoise(self, x, sigma):
         return self.network_denoise(x, sigma)

@@ -1,8 +1,9 @@
 """Shipped checkpoints: ``load_prior(name)`` verifies sha256 and loads safetensors only.
 
 The catalog (``invdiff/priors/catalog.toml``) records for each checkpoint its file, sha256,
-resolution, channels, sigma range, data range, training data and command, steps, wall time and
-hardware. Model cards live in ``docs/model_cards/NAME.md``.
+resolution, channels, sigma range, data range, training data and command, steps, wall time,
+hardware and ``validated_size`` (the side of the largest images it was benchmarked on; more
+than twice that, the prior warns once). Model cards live in ``docs/model_cards/NAME.md``.
 """
 
 from __future__ import annotations
@@ -188,4 +189,6 @@ def load_prior(name: str, *, device: str | torch.device = "cpu") -> EDMPrior:
     entry = cat[name]
     prior = load_checkpoint(WEIGHTS_DIR / entry["file"], sha256=entry["sha256"], entry=entry)
     prior.name = name
+    if "validated_size" in entry:  # the largest images it was benchmarked on (the size warning's bar)
+        prior.validated_size = int(entry["validated_size"])
     return prior.to(device)
