@@ -132,7 +132,7 @@ def test_bad_input_errors_and_large_image_warning():
             prior.denoise(torch.rand(1, 1, 40, 16), 0.1)
             prior.denoise(torch.rand(1, 1, 40, 16), 0.1)
     msgs = [str(w.message) for w in caught if "more than twice" in str(w.message)]
-    assert len(msgs) == 1 and "40×16" in msgs[0] and "16-px" in msgs[0]
+    assert len(msgs) == 1 and "40×16" in msgs[0] and "16 px" in msgs[0] and "positions" in msgs[0]
 
 
 def _tiny(tmp_path, **kw):

@@ -43,7 +43,6 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -99,6 +98,7 @@ class PatchPrior(EDMPrior):
     """
 
     batch_map = None
+    _size_warning_reason = "positions are relative to the frame, so its pixel scale is out of distribution"
 
     def __init__(self, net: UNet, *, patch: int, frame: int, sigma_data: float = 0.25, sigma_min: float = 2e-3,
                  sigma_max: float = 40.0):
@@ -114,7 +114,6 @@ class PatchPrior(EDMPrior):
                          img_size=(frame, frame))  # the training frames; any size runs
         self.patch = patch
         self.frame = frame
-        self._warned_size = False
 
     def check_input(self, x):
         super(EDMPrior, self).check_input(x)  # channels; any size divisible or not
@@ -122,11 +121,7 @@ class PatchPrior(EDMPrior):
         if h < self.patch or w < self.patch:
             raise ValueError(f"{type(self).__name__}: the image ({h}×{w} px) is smaller than the patch size "
                              f"{self.patch}; use a prior trained at that size or enlarge the image")
-        if max(h, w) > 2 * self.frame and not self._warned_size:
-            self._warned_size = True
-            warnings.warn(f"{type(self).__name__}: a {h}×{w} image is more than twice the {self.frame}-px frames "
-                          f"the prior was trained on; positions are relative, so its pixel scale is out of "
-                          f"distribution", stacklevel=3)
+        self._warn_if_far_larger(h, w)
 
     def patch_denoise(self, z: torch.Tensor, sigma: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Denoise patches ``z`` ``(N, C, P, P)`` at ``sigma`` ``(N, 1, 1, 1)`` with positions ``pos``

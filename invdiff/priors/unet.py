@@ -225,8 +225,11 @@ class EDMPrior(Prior):
         name = getattr(self, "name", None)
         train = f"; trained on {self.img_size[0]}×{self.img_size[1]} px" if self.img_size else ""
         warnings.warn(f"{type(self).__name__}{f' {name!r}' if name else ''}: a {h}×{w} image is more than twice "
-                      f"the largest size it was validated on ({self.validated_size} px{train}); expect results "
-                      f"out of distribution", stacklevel=4)
+                      f"the largest size it was validated on ({self.validated_size} px{train}); "
+                      f"{self._size_warning_reason}", stacklevel=4)
+
+    #: The last clause of the size warning (a subclass may say why large images are out of distribution).
+    _size_warning_reason = "expect results out of distribution"
 
     def _denoise(self, x, sigma):
         return self.network_denoise(x, sigma)
