@@ -22,8 +22,9 @@ def _randn(shape, dtype, generator, device=None):
 def check_adjoint(op, x_shape, *, dtype=torch.float64, generator: torch.Generator | None = None) -> float:
     """Relative error ``|<A x, y> - <x, Aᵀ y>| / |<A x, y>|`` for random ``x`` and ``y``.
 
-    ``y = A x' + r`` with independent random ``x'`` and ``r``, so that ``<A x, y>`` is not close
-    to zero by chance while ``Aᵀ`` is still exercised on a generic vector.
+    ``y = A x + r ‖A x‖ / √m`` with random ``r`` (``m`` entries), so that ``<A x, y> ≈ ‖A x‖²`` is not
+    close to zero by chance while ``Aᵀ`` is still exercised on a generic vector, not only on the
+    range of ``A``.
     """
     x = _randn(x_shape, dtype, generator, module_device(op))
     with torch.no_grad():
