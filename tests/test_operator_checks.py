@@ -71,28 +71,41 @@ def test_check_linear_value_for_a_nonlinear_map():
 
 
 def test_check_batch_value_for_a_batch_coupling_map():
-    # A x_i = x_i + mean_j x_j couples the batch; Aᵀ = A (symmetric)
-    f = lambda x: x + x.mean(0, keepdim=True)  # noqa: E731
-    op = Recorder(f, f)
+    # A x_i = (x_i + mean_j x_j) / 1000 and Aᵀ y_i = (y_i − mean_j y_j / 2) / 1000 couple the batch
+    # (small outputs: the relative errors' floor must not bite)
+    f = lambda x: (x + x.mean(0, keepdim=True)) / 1000  # noqa: E731
+    h = lambda y: (y - y.mean(0, keepdim=True) / 2) / 1000  # noqa: E731
+    op = Recorder(f, h)
     shape = (3, 1, 2, 3)
     err = check_batch(op, shape, generator=torch.Generator().manual_seed(2))
     g = torch.Generator().manual_seed(2)
     x = torch.randn(shape, generator=g, dtype=torch.float64)
     yb = f(x)
     y = torch.randn(yb.shape, generator=g, dtype=torch.float64)
-    xb = f(y)
+    xb = h(y)
+    torch.testing.assert_close(op.a_in[0], x, rtol=0, atol=0)
+    torch.testing.assert_close(op.at_in[0], y, rtol=0, atol=0)
+    assert len(op.a_in) == len(op.at_in) == 1 + 3                          # the batch, then each element
+    assert all(t.shape == (1, 1, 2, 3) for t in op.a_in[1:] + op.at_in[1:])
     worst = 0.0
-    for i in range(3):  # alone, A x_i = 2 x_i
-        worst = max(worst, float((2 * x[i] - yb[i]).norm() / yb[i].norm()),
-                    float((2 * y[i] - xb[i]).norm() / xb[i].norm()))
+    for i in range(3):  # alone, A x_i = 2 x_i / 1000 and Aᵀ y_i = y_i / 2000
+        worst = max(worst, float((2 * x[i] / 1000 - yb[i]).norm() / yb[i].norm()),
+                    float((y[i] / 2000 - xb[i]).norm() / xb[i].norm()))
     assert err == pytest.approx(worst, rel=1e-12)
     assert err > 0.1
 
 
 def test_check_batch_adjoint_side_is_checked_and_batch_of_two_is_enough():
     # A is batch-independent but Aᵀ is not: only the adjoint half can see it
-    op = Recorder(lambda x: x, lambda y: y + y.sum(0, keepdim=True))
-    assert check_batch(op, (2, 1, 2, 2), generator=torch.Generator().manual_seed(0)) > 0.1
+    h = lambda y: (y + y.sum(0, keepdim=True)) / 1000  # noqa: E731
+    op = Recorder(lambda x: x, h)
+    err = check_batch(op, (2, 1, 2, 2), generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    torch.randn((2, 1, 2, 2), generator=g, dtype=torch.float64)
+    y = torch.randn((2, 1, 2, 2), generator=g, dtype=torch.float64)
+    xb = h(y)
+    want = max(float((2 * y[i] / 1000 - xb[i]).norm() / xb[i].norm()) for i in range(2))
+    assert err == pytest.approx(want, rel=1e-12) and err > 0.1
     assert check_batch(Recorder(lambda x: 2 * x, lambda y: 2 * y), (2, 1, 2, 2),
                        generator=torch.Generator().manual_seed(0)) < 1e-15
     with pytest.raises(ValueError, match="batch of at least 2"):

@@ -170,13 +170,14 @@ def test_gaussian_kernel_is_the_rotated_gaussian_density(sigma, angle, size):
     torch.testing.assert_close(k.double(), dens / dens.sum(), rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("length,angle,samples", [(9.0, 0.0, 64), (7.5, 35.0, 64), (12.0, 120.0, 9)])
+@pytest.mark.parametrize("length,angle,samples", [(9.0, 0.0, 64), (7.5, 35.0, 64), (12.0, 120.0, 9), (5.0, 90.0, 7),
+                                                  (5.0, 0.0, 7), (5.0, 180.0, 6), (5.0, 270.0, 6), (4.2, 60.0, 8)])
 def test_line_kernel_moments(length, angle, samples):
     """Bilinear splatting keeps each sample's mass, mean and (x, y) cross moment exactly, so the kernel's
     mass is 1, its centroid the centre and its cross moment −cos θ sin θ · mean(t²) over the samples."""
     from invdiff.operators import line_kernel
-    k = line_kernel(length, angle, samples=samples)
-    n = 2 * int(torch.ceil(torch.tensor(length / 2))) + 1
+    n = int(length) if length == int(length) and int(length) % 2 else 2 * int(torch.ceil(torch.tensor(length / 2))) + 1
+    k = line_kernel(length, angle, size=n, samples=samples)   # odd integer lengths: the line touches the border
     assert k.shape == (n, n)
     mass, mx, my, mxy, mxx, myy = _moments(k)
     t = torch.linspace(-0.5, 0.5, samples, dtype=torch.float64) * (length - 1)

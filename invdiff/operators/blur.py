@@ -190,7 +190,6 @@ def motion_blur(img_size, length: float = 9.0, angle: float | None = None, *,
     With ``angle=None`` the angle is drawn uniformly in [0, 180) from ``generator``.
     """
     img_size_3d(img_size)
-    length = real_number(length, "length", low=1.0)
     check_generator(generator)
     if angle is None:
         angle = float(torch.rand((), generator=generator)) * 180.0

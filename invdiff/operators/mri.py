@@ -275,6 +275,6 @@ def mri_cartesian(img_size, acceleration: float = 4.0, center_fraction: float = 
     op.real_input = real_input
     op.img_shape = (c, h, w)
     op.batch = batch
-    op.acceleration = float(w / m[0, 0].sum())
+    op.acceleration = float(m[0].numel() / m[0].sum())  # k-space locations over sampled ones (any given mask)
     op._set_meas_shape()
     return op

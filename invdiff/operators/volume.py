@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from ._base import positive_int, real_number
-from .ct import ct_limited_angle, ct_sparse_view
+from ._base import positive_int
+from .ct import ct_limited_angle
 from .mri import mri_cartesian
 
 __all__ = ["volume_ct", "volume_mri", "check_volume"]
@@ -41,9 +41,7 @@ def volume_ct(img_size, n_views: int = 8, *, max_angle_deg: float = 180.0, fbp_f
     ``max_angle_deg < 180`` gives limited-angle CT; it must be in (0, 180]. Accepts any number
     of slices.
     """
-    max_angle_deg = real_number(max_angle_deg, "max_angle_deg", low=0.0, high=180.0, low_open=True)
-    if max_angle_deg >= 180:
-        return ct_sparse_view(img_size, n_views, fbp_filter=fbp_filter)
+    # views over [0°, max_angle_deg): at 180° the sparse-view geometry (ct_limited_angle validates the range)
     return ct_limited_angle(img_size, max_angle_deg, n_views, fbp_filter=fbp_filter)
 
 
@@ -54,6 +52,6 @@ def volume_mri(depth: int, img_size, acceleration: float = 4.0, center_fraction:
     depth = positive_int(depth, "depth")
     if not isinstance(masks, str) or masks not in ("per_slice", "shared"):
         raise ValueError(f"masks must be 'per_slice' or 'shared', got {masks!r}")
-    n_slices = depth if masks == "per_slice" and depth > 1 else None
+    n_slices = depth if masks == "per_slice" else None  # one slice: a shared mask either way
     return mri_cartesian(img_size, acceleration, center_fraction, mask=mask, coils=coils,
                          n_slices=n_slices, generator=generator)
