@@ -38,10 +38,10 @@ def check_volume(x: torch.Tensor, *, name: str = "volume") -> torch.Tensor:
 def volume_ct(img_size, n_views: int = 8, *, max_angle_deg: float = 180.0, fbp_filter: str = "ramp"):
     """CT of a volume, slice by slice with one shared parallel-beam geometry.
 
-    ``max_angle_deg < 180`` gives limited-angle CT; it must be in (0, 180]. Accepts any number
+    ``n_views`` angles equally spaced over [0°, ``max_angle_deg``): sparse-view CT at 180° (the
+    default), limited-angle CT below; ``max_angle_deg`` must be in (0, 180]. Accepts any number
     of slices.
     """
-    # views over [0°, max_angle_deg): at 180° the sparse-view geometry (ct_limited_angle validates the range)
     return ct_limited_angle(img_size, max_angle_deg, n_views, fbp_filter=fbp_filter)
 
 
