@@ -51,6 +51,10 @@ def _add_train(sub):
                    "it denoises images of any size >= the largest patch")
     p.add_argument("--intensity-aug", type=float, default=0.0, help="scale each training image by a random "
                    "factor in [1-a, 1+a] (clipped to [0, 1]); 0: off")
+    p.add_argument("--dihedral", action="store_true", help="turn each training example by a random multiple "
+                   "of 90° and flip it half the time (for data without a preferred orientation at the crop scale)")
+    p.add_argument("--scales", default="1", help="--data corpus:NAME only: comma-separated pixel scales the "
+                   "training images are resized to before cropping (1: their own scale), e.g. '0.5,0.75,1'")
     p.add_argument("--resume", action="store_true", help="resume from OUT.ckpt.pt if it exists (it must come "
                    "from a run with the same --base and --channels; a corrupt one is reported, not used)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -79,6 +83,13 @@ def _int_list(text: str, option: str) -> tuple:
         raise CLIError(f"{option} must be comma-separated integers, got {text!r}") from None
 
 
+def _float_list(text: str, option: str) -> tuple:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise CLIError(f"{option} must be comma-separated numbers, got {text!r}") from None
+
+
 def _cmd_train(args, argv):
     from .train import TrainConfig, train
 
@@ -90,7 +101,8 @@ def _cmd_train(args, argv):
                       threads=args.threads, device=args.device, ckpt_minutes=args.ckpt_minutes, init=args.init,
                       color_aug=not args.no_color_aug, stop_after=args.stop_after,
                       max_minutes=args.max_minutes, out=args.out, patch_sizes=_int_list(args.patch_sizes, "--patch-sizes"),
-                      intensity_aug=args.intensity_aug,
+                      intensity_aug=args.intensity_aug, dihedral=args.dihedral,
+                      scales=_float_list(args.scales, "--scales"),
                       command="invdiff " + " ".join(shlex.quote(a) for a in argv if a != "--resume"))
     path = train(cfg, resume=args.resume, progress=not args.no_progress)
     print(f"wrote {path}")

@@ -83,6 +83,8 @@ class TrainConfig:
     stop_after: int = 0             # 0: run to `steps`; otherwise stop (and save) at this step
     patch_sizes: tuple = ()         # non-empty: position-aware patch training (PatchPrior); `size` is the frame
     intensity_aug: float = 0.0      # scale each training image by a factor in [1 - a, 1 + a] (clipped to [0, 1])
+    dihedral: bool = False          # random 90° rotation and flip of each example (the 8 symmetries of the square)
+    scales: tuple = (1.0,)          # corpus data: pixel scales the training images are resized to (1: their own)
     command: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -137,6 +139,12 @@ class TrainConfig:
                 raise ValueError(f"--patch-sizes entries must be multiples of {k} and <= --size ({self.size}, the "
                                  f"frame), got {tuple(self.patch_sizes)}")
         real_number(self.intensity_aug, "--intensity-aug", low=0.0, high=0.9)
+        if not isinstance(self.scales, (tuple, list)) or not self.scales:
+            raise ValueError(f"--scales must be a non-empty list of numbers in (0, 4], got {self.scales!r}")
+        for sc in self.scales:
+            real_number(sc, "--scales entries", low=1e-3, high=4.0)
+        if tuple(self.scales) != (1.0,) and not self.data.startswith("corpus:"):
+            raise ValueError(f"--scales applies to --data corpus:NAME only, got --data {self.data!r}")
         if positive_int(self.size, "--size") % k:
             raise ValueError(f"--size must be a multiple of {k} (the UNet halves the image {len(self.mults) - 1} "
                              f"times), got {self.size}")
@@ -205,6 +213,17 @@ def _phantom_sampler(cfg: TrainConfig, generator: torch.Generator):
     return sample
 
 
+def dihedral_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each square image of ``x`` ``(N, C, S, S)`` under a random one of the 8 symmetries of the
+    square (a rotation by k·90°, k uniform in 0..3, then a left-right flip half the time); a new tensor."""
+    if x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"dihedral augmentation needs square images, got {tuple(x.shape[-2:])}")
+    k = torch.randint(4, (x.shape[0],), generator=generator)
+    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+    out = [xi.rot90(int(ki), dims=(-2, -1)) for xi, ki in zip(x, k)]
+    return torch.stack([o.flip(-1) if f else o for o, f in zip(out, flip)])
+
+
 def _pyramid_sampler(images, cfg: TrainConfig, generator: torch.Generator, scales):
     """Random crops of ``cfg.size`` from each image resized by each of ``scales``."""
     import torch.nn.functional as F
@@ -266,6 +285,8 @@ def _patch_sampler(images, cfg: TrainConfig, generator: torch.Generator):
         n = max(1, round(batch * (largest / ps) ** 2))
         idx = torch.randint(len(images), (n,), generator=generator)
         frames = torch.stack([frame(images[int(k)]) for k in idx])
+        if cfg.dihedral:  # before cutting: positions stay those of the transformed frame
+            frames = dihedral_augment(frames, generator)
         return patch_training_batch(frames, ps, generator)
 
     return sample
@@ -302,7 +323,7 @@ def make_sampler(cfg: TrainConfig, generator: torch.Generator):
             images = [io.sample_photo(name, channels=cfg.channels) for name in names]
         return _patch_sampler(images, cfg, generator)
     if cfg.data.startswith("corpus:"):  # random crops at the images' own pixel scale (fully convolutional prior)
-        return _pyramid_sampler(_corpus_images(cfg), cfg, generator, scales=(1.0,))
+        return _pyramid_sampler(_corpus_images(cfg), cfg, generator, scales=tuple(cfg.scales))
     if cfg.data == "phantoms":
         return _phantom_sampler(cfg, generator)
     if cfg.data == "photos" or cfg.data.startswith("photos:"):
@@ -328,6 +349,8 @@ def _metadata(cfg: TrainConfig, step: int, seconds: float) -> dict:
         **({"patch": str(max(cfg.patch_sizes)), "frame": str(cfg.size),
             "patch_sizes": json.dumps(list(cfg.patch_sizes))} if cfg.patch_sizes else {}),
         "intensity_aug": str(cfg.intensity_aug),
+        "dihedral": str(cfg.dihedral),
+        "scales": json.dumps(list(cfg.scales)),
         "channels": str(cfg.channels),
         "data": cfg.data,
         "data_range": "[0, 1]",
@@ -366,7 +389,8 @@ def export_safetensors(prior: EDMPrior, path, metadata: dict) -> None:
 def _data_setup(cfg: TrainConfig) -> str:
     """What a resumed run must share with the checkpoint besides the architecture (a JSON str)."""
     return json.dumps({"data": cfg.data, "size": cfg.size, "patch_sizes": list(cfg.patch_sizes),
-                       "intensity_aug": cfg.intensity_aug})
+                       "intensity_aug": cfg.intensity_aug, "dihedral": cfg.dihedral,
+                       "scales": [float(s) for s in cfg.scales]})
 
 
 def _save_ckpt(path, net, ema, opt, generator, step, seconds, setup: str = ""):
@@ -420,13 +444,14 @@ def _load_resume(path: Path, cfg: TrainConfig, net, ema, opt, generator) -> tupl
     if state.get("setup"):  # checkpoints written before the setup was recorded are not checked
         try:
             had, want_setup = json.loads(state["setup"]), json.loads(_data_setup(cfg))
+            had = {"dihedral": False, "scales": [1.0], **had}  # recorded before these options existed
         except (TypeError, ValueError):
             raise ValueError(f"--resume checkpoint {name} has an unreadable data setup record") from None
         differ = {k: (had.get(k), v) for k, v in want_setup.items() if had.get(k) != v}
         if differ:
             raise ValueError(f"--resume checkpoint {name} was trained with other data settings: "
                              + ", ".join(f"{k} {a!r} there, {b!r} here" for k, (a, b) in differ.items())
-                             + "; resume with the same --data, --size, --patch-sizes and --intensity-aug")
+                             + "; resume with the same --data, --size, --patch-sizes, --intensity-aug, --dihedral and --scales")
     expected = net.state_dict()
     for part in ("net", "ema"):
         sd = state[part]
@@ -529,6 +554,8 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool) -> Path:
         x0 = sample(cfg.batch)
         x0, pos = x0 if isinstance(x0, tuple) else (x0, None)
         n = x0.shape[0]
+        if cfg.dihedral and pos is None:
+            x0 = dihedral_augment(x0, generator)
         if cfg.intensity_aug:
             scale = 1 + cfg.intensity_aug * (2 * torch.rand(n, 1, 1, 1, generator=generator) - 1)
             x0 = (x0 * scale).clamp(0, 1)

@@ -191,3 +191,35 @@ def test_stop_after_then_resume_equals_one_run(tmp_path):
     sa = torch.load(a / "p.safetensors.ckpt.pt", weights_only=True)["ema"]
     sb = torch.load(b / "p.safetensors.ckpt.pt", weights_only=True)["ema"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_dihedral_augment_draws_each_symmetry_of_the_square():
+    """Every output is one of the 8 rotations/reflections of its input, all 8 occur, the input is kept."""
+    from invdiff.train import dihedral_augment
+
+    x = torch.arange(9.0).reshape(1, 1, 3, 3).repeat(400, 1, 1, 1)
+    before = x.clone()
+    y = dihedral_augment(x, torch.Generator().manual_seed(0))
+    assert torch.equal(x, before) and y.shape == x.shape
+    group = [x[0].rot90(k, dims=(-2, -1)) for k in range(4)]
+    group += [g.flip(-1) for g in group]
+    seen = [next(i for i, g in enumerate(group) if torch.equal(yi, g)) for yi in y]  # StopIteration: not in group
+    counts = torch.bincount(torch.tensor(seen), minlength=8)
+    assert (counts > 25).all(), counts  # 400 draws of 8 equally likely symmetries: about 50 each
+    with pytest.raises(ValueError, match="square"):
+        dihedral_augment(torch.zeros(1, 1, 3, 4), torch.Generator())
+
+
+def test_scales_and_dihedral_options(tmp_path):
+    """--scales resizes corpus images (and is refused elsewhere); both options are recorded and must match on resume."""
+    with pytest.raises(ValueError, match="--scales applies to --data corpus"):
+        tiny(tmp_path, scales=(0.5,))
+    with pytest.raises(ValueError, match="--scales"):
+        tiny(tmp_path, data="corpus:ct", scales=())
+    with pytest.raises(ValueError, match="--scales"):
+        tiny(tmp_path, data="corpus:ct", scales=(0.0,))
+    path = train(tiny(tmp_path, dihedral=True, steps=2), progress=False)
+    meta = load_checkpoint(path).metadata
+    assert meta["dihedral"] == "True" and meta["scales"] == "[1.0]"
+    with pytest.raises(ValueError, match="dihedral"):
+        train(tiny(tmp_path, dihedral=False, steps=3), resume=True, progress=False)
