@@ -707,3 +707,16 @@ def test_wavelet_l1_iterates_are_the_documented_mfista(wl_problem, opts, iters):
     for b in range(2):
         want = _ref_mfista(mask.numpy(), pb.y[b, 0].numpy(), start[b, 0].numpy(), lam, iters, **opts)
         np.testing.assert_allclose(got[b, 0].numpy(), want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_initial_estimate_of_super_resolution_keeps_the_mean(factor):
+    """For downsampling by ``f`` the start is ``f² Aᵀy``: the filter sums to 1 and Aᵀ spreads each
+    measurement over f² pixels, so the start has the mean of ``y`` (f = 4 tells f² from 2f)."""
+    from invdiff.operators import super_resolution
+
+    op = super_resolution((1, 32, 32), factor)
+    y = op.A(torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(factor)))
+    start = initial_estimate(Problem(op, y, 0.01))
+    assert start.shape == (1, 1, 32, 32)
+    assert float(start.mean()) == pytest.approx(float(y.mean()), rel=1e-5)

@@ -46,3 +46,36 @@ def test_ct_limited_angle_defaults_and_filter():
     assert ct_limited_angle(16, 0.5, 2).n_views == 2
     with pytest.raises(ValueError, match=r"^n_views\b"):
         ct_limited_angle(16, 60.0, 0)
+
+
+def test_ct_sparse_view_factory_angles_filter_and_fan_geometry():
+    """32 views by default, equally spaced over [0°, 180°) (parallel) or [0°, 360°) (fan); the FBP
+    filter reaches the fan-beam operator; the fan geometry is invdiff's default unless given."""
+    from invdiff.operators import ct_sparse_view
+
+    op = ct_sparse_view(32)
+    assert op.n_views == 32
+    torch.testing.assert_close(op.angles.double(), torch.arange(32, dtype=torch.float64) * 180 / 32)
+    fan = ct_sparse_view(32, 12, geometry="fan", fbp_filter="hann")
+    assert fan.fbp_filter == "hann" and fan.geometry == "fan"
+    torch.testing.assert_close(fan.angles.double(), torch.arange(12, dtype=torch.float64) * 30.0)
+    n_det = default_fan_parameters(32)["n_detector_pixels"]
+    assert fan.A(torch.rand(1, 1, 32, 32)).shape[-2:] == (n_det, 12)
+    given = ct_sparse_view(32, 12, geometry="fan", fan_parameters={"n_detector_pixels": n_det + 10})
+    assert given.A(torch.rand(1, 1, 32, 32)).shape[-2:] == (n_det + 10, 12)
+
+
+def test_fbp_and_pinv_baselines_use_the_requested_or_the_operators_filter():
+    from invdiff import Problem
+    from invdiff.operators import ct_sparse_view
+    from invdiff.solvers.baselines import fbp, pinv
+
+    x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    for own in ("ramp", "hann"):
+        op = ct_sparse_view(32, 16, fbp_filter=own)
+        pb = Problem(op, op.A(x), 0.0)
+        torch.testing.assert_close(fbp(pb), op.fbp(pb.y, filter=own))
+        torch.testing.assert_close(pinv(pb), op.fbp(pb.y, filter=own))
+        other = "cosine"
+        torch.testing.assert_close(fbp(pb, filter=other), op.fbp(pb.y, filter=other))
+        assert (fbp(pb, filter=other) - fbp(pb)).abs().max() > 1e-3  # the filters differ visibly

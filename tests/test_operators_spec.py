@@ -220,3 +220,18 @@ def test_gaussian_blur_kernel_size_rules():
         gaussian_blur(12, 2.0, kernel_size=4)
     rot = gaussian_blur(32, (1.0, 2.0), angle=90.0).filter[0, 0]
     torch.testing.assert_close(rot, gaussian_kernel((2.0, 1.0)), atol=1e-7, rtol=0)
+
+
+def test_a_dagger_dtype_policy_names_and_solver_options():
+    """``A_dagger`` (deepinv's, wrapped): a non-tensor is refused naming ``y``; float64 in gives
+    float64 out; solver options reach deepinv's least-squares solve (1 CG iteration fits worse)."""
+    from invdiff.operators import gaussian_blur
+
+    op = gaussian_blur((1, 16, 16), 1.5, boundary="reflect")
+    x = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    y = op.A(x)
+    with pytest.raises(TypeError, match=r"\by must be a torch.Tensor"):
+        op.A_dagger(y.tolist())
+    assert op.A_dagger(y.double()).dtype == torch.float64
+    full, one = op.A_dagger(y), op.A_dagger(y, max_iter=1)
+    assert (op.A(one) - y).norm() > 2 * (op.A(full) - y).norm()

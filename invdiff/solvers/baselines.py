@@ -60,8 +60,10 @@ def _x_shape(problem: Problem) -> tuple:
     return (problem.y.shape[0],) + tuple(problem.img_shape)
 
 
-def fbp(problem: Problem, *, filter: str = "ramp") -> torch.Tensor:
-    """Filtered back-projection for CT problems (operators from :mod:`invdiff.operators.ct`)."""
+def fbp(problem: Problem, *, filter: str | None = None) -> torch.Tensor:
+    """Filtered back-projection for CT problems (operators from :mod:`invdiff.operators.ct`).
+
+    ``filter`` (ramp, hann, shepp-logan, cosine) overrides the operator's own ``fbp_filter``."""
     physics = problem.physics
     if not hasattr(physics, "fbp"):
         raise ValueError(f"fbp needs a CT operator, got {type(physics).__name__}")
@@ -70,11 +72,9 @@ def fbp(problem: Problem, *, filter: str = "ramp") -> torch.Tensor:
 
 
 def pinv(problem: Problem) -> torch.Tensor:
-    """``A†y``: filtered back-projection where the operator has one (CT), else the operator's
-    ``A_dagger`` (MRI: zero-filled inverse FFT; inpainting: the observed pixels; blur: deepinv's
+    """``A†y``, the operator's ``A_dagger`` (CT: filtered back-projection with the operator's
+    filter; MRI: zero-filled inverse FFT; inpainting: the observed pixels; blur: deepinv's
     pseudo-inverse)."""
-    if hasattr(problem.physics, "fbp"):
-        return fbp(problem)
     with torch.no_grad():
         return problem.physics.A_dagger(problem.y)
 
