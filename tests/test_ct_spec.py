@@ -57,7 +57,7 @@ def test_ct_sparse_view_factory_angles_filter_and_fan_geometry():
     assert op.n_views == 32
     torch.testing.assert_close(op.angles.double(), torch.arange(32, dtype=torch.float64) * 180 / 32)
     fan = ct_sparse_view(32, 12, geometry="fan", fbp_filter="hann")
-    assert fan.fbp_filter == "hann" and fan.geometry == "fan"
+    assert fan.fbp_filter == "hann" and fan.geometry == "fan" and op.geometry == "parallel"
     torch.testing.assert_close(fan.angles.double(), torch.arange(12, dtype=torch.float64) * 30.0)
     n_det = default_fan_parameters(32)["n_detector_pixels"]
     assert fan.A(torch.rand(1, 1, 32, 32)).shape[-2:] == (n_det, 12)
@@ -79,3 +79,30 @@ def test_fbp_and_pinv_baselines_use_the_requested_or_the_operators_filter():
         other = "cosine"
         torch.testing.assert_close(fbp(pb, filter=other), op.fbp(pb.y, filter=other))
         assert (fbp(pb, filter=other) - fbp(pb)).abs().max() > 1e-3  # the filters differ visibly
+
+
+def test_ramp_filter_windows_multiply_the_ramp():
+    """The default window is the plain ramp; the others multiply it by their window at each
+    frequency f (cycles per sample): Shepp–Logan sinc(f), cosine cos(πf), Hann (1 + cos 2πf)/2."""
+    from invdiff.operators.ct import ramp_filter
+
+    ramp = ramp_filter(24)
+    torch.testing.assert_close(ramp, ramp_filter(24, "ramp"))
+    f = torch.fft.fftfreq(ramp.numel(), dtype=torch.float64)
+    windows = {"shepp-logan": torch.sinc(f), "cosine": torch.cos(math.pi * f), "hann": 0.5 + 0.5 * torch.cos(2 * math.pi * f)}
+    for name, window in windows.items():
+        torch.testing.assert_close(ramp_filter(24, name), ramp * window, rtol=1e-12, atol=1e-15)
+
+
+def test_ct_class_defaults_checks_and_angular_step():
+    """CT's default filter is the ramp; FBP refuses a non-tensor naming y; fan-beam settings must be
+    positive and are named; one view weighs π, two views 90° apart weigh π/2 each."""
+    from invdiff.operators import CT
+
+    op = CT((1, 16, 16), torch.tensor([0.0, 90.0]))
+    assert op.fbp_filter == "ramp" and op.angular_step() == pytest.approx(math.pi / 2)
+    assert CT((1, 16, 16), torch.tensor([30.0])).angular_step() == pytest.approx(math.pi)
+    with pytest.raises(TypeError, match=r"\by must be a torch.Tensor"):
+        op.fbp([[0.0]])
+    with pytest.raises(ValueError, match=r"fan_parameters\['source_radius'\]"):
+        CT((1, 16, 16), torch.tensor([0.0]), fan_beam=True, fan_parameters={"source_radius": -1.0})

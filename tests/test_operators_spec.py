@@ -235,3 +235,17 @@ def test_a_dagger_dtype_policy_names_and_solver_options():
     assert op.A_dagger(y.double()).dtype == torch.float64
     full, one = op.A_dagger(y), op.A_dagger(y, max_iter=1)
     assert (op.A(one) - y).norm() > 2 * (op.A(full) - y).norm()
+
+
+def test_blur_sigma_forms_and_messages_name_the_argument():
+    """sigma may be a one-element tensor (the same kernel as the number); kernel_size errors and
+    the finite-difference adjoint's type check name their argument."""
+    from invdiff.operators import gaussian_blur, gaussian_kernel
+
+    torch.testing.assert_close(gaussian_kernel(torch.tensor([1.5])), gaussian_kernel(1.5))
+    with pytest.raises(ValueError, match=r"^kernel_size must be an odd integer"):
+        gaussian_blur((1, 16, 16), 1.0, kernel_size=4)
+    with pytest.raises(ValueError, match=r"^kernel_size \(17 px\)"):
+        gaussian_blur((1, 16, 16), 1.0, kernel_size=17)
+    with pytest.raises(TypeError, match=r"\by must be a torch.Tensor"):
+        FiniteDifference().A_adjoint([[0.0]])
