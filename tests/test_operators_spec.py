@@ -249,3 +249,35 @@ def test_blur_sigma_forms_and_messages_name_the_argument():
         gaussian_blur((1, 16, 16), 1.0, kernel_size=17)
     with pytest.raises(TypeError, match=r"\by must be a torch.Tensor"):
         FiniteDifference().A_adjoint([[0.0]])
+
+
+def test_finite_difference_dim_checks_at_their_boundaries():
+    """dim: ints only (no bools, no bytes that iterate as ints); -ndim and ndim - 1 are valid axes,
+    ndim is not; the adjoint refuses a y whose channels do not split over the axes, naming y."""
+    for bad in (b"\x01", (-1, True), True):
+        with pytest.raises(TypeError, match="dim must be an int"):
+            FiniteDifference(dim=bad)
+    x = torch.rand(2, 1, 4, 4)
+    torch.testing.assert_close(FiniteDifference(dim=-4).A(x), FiniteDifference(dim=0).A(x))
+    torch.testing.assert_close(FiniteDifference(dim=3).A(x), FiniteDifference(dim=-1).A(x))
+    with pytest.raises(ValueError, match=r"dim \[4\] out of range for x"):
+        FiniteDifference(dim=4).A(x)
+    with pytest.raises(ValueError, match=r"out of range for y of shape"):
+        FiniteDifference(dim=(-2, 6)).A_adjoint(torch.rand(1, 2, 4, 4))
+    with pytest.raises(ValueError):
+        FiniteDifference().A_adjoint(torch.rand(1, 3, 4, 4))  # 3 channels do not split over 2 axes
+
+
+def test_dense_operator_default_matrix_and_integer_matrices():
+    """The default random matrix has N(0, 1/d) entries (‖M‖_F² ≈ m); an integer matrix is used
+    exactly, in floating point."""
+    from invdiff.operators import dense_operator
+
+    op = dense_operator((1, 8, 8), measurements=48, generator=torch.Generator().manual_seed(0))
+    fro2 = float(op.mask.double().pow(2).sum())  # ‖M‖_F² is the sum of the squared singular values
+    assert fro2 / 48 == pytest.approx(1.0, abs=0.1)  # 3072 entries: relative std of the sum ≈ 2.6 %
+    M = torch.arange(12).reshape(3, 4) - 5
+    op = dense_operator((1, 2, 2), M)
+    x = torch.tensor([[[[0.5, 0.25], [1.0, -1.0]]]])
+    torch.testing.assert_close(op.A(x).reshape(-1), (M.double() @ x.double().reshape(-1)).float())
+    assert op.A(x).is_floating_point()

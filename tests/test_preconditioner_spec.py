@@ -40,3 +40,27 @@ def test_truncated_pinv_drops_singular_values_at_or_below_the_cutoff():
     torch.testing.assert_close(truncated_pinv(op, y, 0.5).flatten(), torch.tensor([2.0, 0, 0, 0], dtype=D64))
     torch.testing.assert_close(truncated_pinv(op, y, 0.3).flatten(), torch.tensor([2.0, 6.0, 0, 0], dtype=D64))
     torch.testing.assert_close(truncated_pinv(op, y, 0.0).flatten(), torch.tensor([2.0, 6.0, 16.0, 0], dtype=D64))
+
+
+def test_diffpir_passes_its_floor_and_steps_with_the_states_preconditioner():
+    """The preconditioner DiffPIR builds has the solver's floor, and each step's data step uses the
+    state's preconditioner: with 3 CG iterations the step's x̂0 is the preconditioned solve's."""
+    from invdiff import Problem
+    from invdiff.operators import ct_sparse_view
+    from invdiff.priors import GaussianPrior
+    from invdiff.solvers import DiffPIR
+
+    A = ct_sparse_view(16, 8)
+    x = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    problem = Problem.simulate(x, A, 0.01, generator=torch.Generator().manual_seed(5))
+    prior = GaussianPrior(torch.full((1, 16, 16), 0.5, dtype=torch.float64), 0.05)
+    solver = DiffPIR(cg_iters=3, precond_floor=0.3)
+    state = solver.init(problem, prior, torch.rand_like(x), 1.0, None)
+    assert state.precond.floor == pytest.approx(0.3)
+    nxt, _ = solver.step(state, 0.5, 0.25, problem, prior, torch.Generator().manual_seed(0))
+    rho = solver.lam * problem.sigma_y**2 / (4 * 0.5**2)
+    want = solver.data_step(problem, prior.denoise(state.x, 0.5), rho, state.precond)
+    plain = solver.data_step(problem, prior.denoise(state.x, 0.5), rho)
+    assert (want - plain).abs().max() > 1e-4  # the preconditioner changes 3 CG iterations visibly
+    torch.testing.assert_close(nxt.x0, want)
+    assert nxt.precond is state.precond

@@ -933,3 +933,17 @@ def test_smc_final_mean_of_float32_particles_with_float64_data():
     w = torch.softmax(final.log_w, -1).float()
     expected = torch.einsum("nk,kn...->n...", w, state.x0.reshape(3, 2, 1, 1, 2))
     assert final.mean.dtype == torch.float32 and torch.allclose(final.mean, expected, atol=1e-6)
+
+
+def test_boundary_settings_of_ddrm_and_dps_are_accepted():
+    """η = 0 (deterministic DDRM), η_b = 0 and ζ = 0 (DPS without guidance) are valid settings; just
+    outside them is refused."""
+    from invdiff.solvers import DDRM, DPS
+
+    DDRM(eta=0.0, eta_b=0.0)
+    DDRM(eta=1.0, eta_b=1.0)
+    DPS(zeta=0.0)
+    with pytest.raises(ValueError, match="eta"):
+        DDRM(eta=-1e-9)
+    with pytest.raises(ValueError, match="zeta"):
+        DPS(zeta=-1e-9)
