@@ -281,3 +281,23 @@ def test_dense_operator_default_matrix_and_integer_matrices():
     x = torch.tensor([[[[0.5, 0.25], [1.0, -1.0]]]])
     torch.testing.assert_close(op.A(x).reshape(-1), (M.double() @ x.double().reshape(-1)).float())
     assert op.A(x).is_floating_point()
+
+
+def test_data_prox_by_svd_stays_accurate_at_tiny_mu():
+    """For an operator with an SVD, data_prox solves (AᵀA + μI) z = Aᵀy + μ z0 in the residual form
+    with the SVD's own factors: float32 rounding on singular values down to 1e-6 stays small at
+    μ = 1e-6 (deepinv's prox_l2, dividing Vᴴ(Aᵀy + μz) by |s|² + μ, is off by ~1e-2 here)."""
+    from invdiff.operators import dense_operator
+    from invdiff.operators.spectral import data_prox
+
+    g = torch.Generator().manual_seed(0)
+    U, _ = torch.linalg.qr(torch.randn(32, 32, generator=g, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(64, 64, generator=g, dtype=torch.float64))
+    op = dense_operator((1, 8, 8), ((U * torch.logspace(0, -6, 32, dtype=torch.float64)) @ V[:, :32].T).float())
+    y, z = op.A(torch.rand(1, 1, 8, 8, generator=g)), torch.rand(1, 1, 8, 8, generator=g)
+    M = op.left.double() @ torch.diag(op.mask.double()[:32]) @ op.right.double()[:, :32].T  # the stored operator
+    mu = 1e-6
+    ref = torch.linalg.solve(M.T @ M + mu * torch.eye(64, dtype=torch.float64),
+                             M.T @ y.double().reshape(-1) + mu * z.double().reshape(-1))
+    got = data_prox(op, y, z, mu, cg_iters=30).double().reshape(-1)
+    assert (got - ref).norm() / ref.norm() < 1e-4

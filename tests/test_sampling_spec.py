@@ -947,3 +947,12 @@ def test_boundary_settings_of_ddrm_and_dps_are_accepted():
         DDRM(eta=-1e-9)
     with pytest.raises(ValueError, match="zeta"):
         DPS(zeta=-1e-9)
+
+
+@pytest.mark.parametrize("field", ["particles", "cg_iters"])
+@pytest.mark.parametrize("bad, error", [(2.5, TypeError), (True, TypeError), (0, ValueError), (-3, ValueError)])
+def test_smc_counts_must_be_positive_integers(field, bad, error):
+    from invdiff.solvers import SMC
+
+    with pytest.raises(error, match=field):
+        SMC(**{field: bad})

@@ -205,13 +205,13 @@ class SMC(Solver):
     benchmark_default = False  # K particles per problem in every network call
 
     def __post_init__(self):
-        if isinstance(self.particles, bool) or not isinstance(self.particles, int) or self.particles < 1:
+        if self.particles < 1:  # the type (an int, not a bool) is checked by Solver's field checks
             raise ValueError(f"particles must be an integer >= 1, got {self.particles!r}")
         if self.potential not in POTENTIALS:
             raise ValueError(f"potential must be one of {tuple(POTENTIALS)}, got {self.potential!r}")
         if self.cov not in COVARIANCES:
             raise ValueError(f"cov must be one of {tuple(COVARIANCES)}, got {self.cov!r}")
-        if isinstance(self.cg_iters, bool) or not isinstance(self.cg_iters, int) or self.cg_iters < 1:
+        if self.cg_iters < 1:
             raise ValueError(f"cg_iters must be an integer >= 1, got {self.cg_iters!r}")
         if self.resampling not in RESAMPLING:
             raise ValueError(f"resampling must be one of {sorted(RESAMPLING)}, got {self.resampling!r}")
