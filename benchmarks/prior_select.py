@@ -47,8 +47,15 @@ def main(argv=None):
     p.add_argument("--test-images", type=int, default=0, help="also run the chosen parameters on N test images")
     p.add_argument("--bench", default="benchmarks/real/results.json",
                    help="bench results whose classical cells are shown next to the test PSNR")
+    p.add_argument("--points", default="", help="JSON list of parameter dicts replacing the grid of the (one) "
+                   "method, e.g. '[{\"lam\": 0.1, \"zeta\": 1}]'")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    points = None
+    if args.points:
+        if len(args.methods) != 1:
+            p.error("--points needs exactly one --methods entry")
+        points = {get_method(args.methods[0]).preset_key: json.loads(args.points)}
     torch.set_num_threads(args.threads)
     presets = json.loads(PRESETS.read_text())
     command = "python benchmarks/prior_select.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -66,7 +73,7 @@ def main(argv=None):
 
                 prior = SliceStackPrior(prior)
             t0 = time.perf_counter()
-            out = tune_problem(name, args.methods, images=args.images, steps=args.steps, prior=prior)
+            out = tune_problem(name, args.methods, images=args.images, steps=args.steps, prior=prior, points=points)
             for key, r in out.items():
                 test = ""
                 if args.test_images:
