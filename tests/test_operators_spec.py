@@ -301,3 +301,40 @@ def test_data_prox_by_svd_stays_accurate_at_tiny_mu():
                              M.T @ y.double().reshape(-1) + mu * z.double().reshape(-1))
     got = data_prox(op, y, z, mu, cg_iters=30).double().reshape(-1)
     assert (got - ref).norm() / ref.norm() < 1e-4
+
+
+def test_forward_and_adjoint_errors_name_x_and_y_and_pass_options_through():
+    """A refuses a non-tensor naming x, an integer image asking for [0, 1] floats; A_adjoint an
+    integer measurement as measurements; keyword options reach deepinv's adjoint (a blur's filter)."""
+    from invdiff.operators import gaussian_blur, gaussian_kernel, kernel_blur
+
+    op = gaussian_blur((1, 16, 16), 1.0)
+    with pytest.raises(TypeError, match=r"\bx must be a torch.Tensor"):
+        op.A([[0.0]])
+    with pytest.raises(TypeError, match=r"convert images to float first \(with values in \[0, 1\]"):
+        op.A(torch.zeros(1, 1, 16, 16, dtype=torch.int64))
+    with pytest.raises(TypeError, match=r"convert measurements to float first \(invdiff"):
+        op.A_adjoint(torch.zeros(1, 1, 16, 16, dtype=torch.int64))
+    y = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    other = kernel_blur((1, 16, 16), gaussian_kernel(2.0))
+    torch.testing.assert_close(op.A_adjoint(y, filter=other.filter), other.A_adjoint(y))
+
+
+def test_spectral_helpers_real_part_require_svd_and_singular_values():
+    """real_part takes the real part of complex tensors only; require_svd names why an operator has
+    no SVD (real-input MRI, or the operator's class); singular_values returns real values in the
+    dtype of ``like``."""
+    from invdiff.operators import ct_sparse_view, mri_cartesian
+    from invdiff.operators.spectral import real_part, require_svd, singular_values
+
+    z = torch.tensor([1.0 + 2.0j, -3.0 + 0.5j])
+    torch.testing.assert_close(real_part(z), torch.tensor([1.0, -3.0]))
+    t = torch.tensor([0.25, 4.0])
+    assert real_part(t) is t
+    with pytest.raises(ValueError, match="got real-input MRI"):
+        require_svd(mri_cartesian((1, 16, 16), 4, generator=torch.Generator().manual_seed(0)), "DDRM")
+    with pytest.raises(ValueError, match=r"got CT; use a solver"):
+        require_svd(ct_sparse_view(16, 4), "DDRM")
+    op = random_inpainting((1, 8, 8), 0.5, generator=torch.Generator().manual_seed(0))
+    s = singular_values(op, torch.zeros(1, dtype=torch.float64))
+    assert s.dtype == torch.float64 and not s.is_complex()

@@ -956,3 +956,14 @@ def test_smc_counts_must_be_positive_integers(field, bad, error):
 
     with pytest.raises(error, match=field):
         SMC(**{field: bad})
+
+
+def test_optional_hyperparameters_are_type_checked_when_given():
+    """A field that may be None (DiffPIR's precond_floor) is still checked when it is given."""
+    from invdiff.solvers import DiffPIR
+
+    DiffPIR(precond_floor=None)
+    with pytest.raises(TypeError, match=r"DiffPIR: precond_floor must be a real number, got 'a'"):
+        DiffPIR(precond_floor="a")
+    with pytest.raises(TypeError, match=r"DiffPIR: lam must be a real number, got True"):
+        DiffPIR(lam=True)
