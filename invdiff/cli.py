@@ -76,18 +76,13 @@ def _add_device(p, what: str) -> None:
                    "outputs are written from the CPU)")
 
 
-def _int_list(text: str, option: str) -> tuple:
+def _number_list(text: str, option: str, kind=int) -> tuple:
+    """Comma-separated ``kind`` values (``int`` or ``float``) of a list option, or a one-line error."""
     try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
+        return tuple(kind(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise CLIError(f"{option} must be comma-separated integers, got {text!r}") from None
-
-
-def _float_list(text: str, option: str) -> tuple:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise CLIError(f"{option} must be comma-separated numbers, got {text!r}") from None
+        what = "integers" if kind is int else "numbers"
+        raise CLIError(f"{option} must be comma-separated {what}, got {text!r}") from None
 
 
 def _cmd_train(args, argv):
@@ -100,9 +95,9 @@ def _cmd_train(args, argv):
                       batch=args.batch, lr=args.lr, base=args.base, seed=args.seed,
                       threads=args.threads, device=args.device, ckpt_minutes=args.ckpt_minutes, init=args.init,
                       color_aug=not args.no_color_aug, stop_after=args.stop_after,
-                      max_minutes=args.max_minutes, out=args.out, patch_sizes=_int_list(args.patch_sizes, "--patch-sizes"),
+                      max_minutes=args.max_minutes, out=args.out, patch_sizes=_number_list(args.patch_sizes, "--patch-sizes"),
                       intensity_aug=args.intensity_aug, dihedral=args.dihedral,
-                      scales=_float_list(args.scales, "--scales"),
+                      scales=_number_list(args.scales, "--scales", float),
                       command="invdiff " + " ".join(shlex.quote(a) for a in argv if a != "--resume"))
     path = train(cfg, resume=args.resume, progress=not args.no_progress)
     print(f"wrote {path}")

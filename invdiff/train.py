@@ -140,11 +140,12 @@ class TrainConfig:
                                  f"frame), got {tuple(self.patch_sizes)}")
         real_number(self.intensity_aug, "--intensity-aug", low=0.0, high=0.9)
         if not isinstance(self.scales, (tuple, list)) or not self.scales:
-            raise ValueError(f"--scales must be a non-empty list of numbers in (0, 4], got {self.scales!r}")
+            raise ValueError(f"--scales must be a non-empty list of numbers in [0.001, 4], got {self.scales!r}")
         for sc in self.scales:
             real_number(sc, "--scales entries", low=1e-3, high=4.0)
-        if tuple(self.scales) != (1.0,) and not self.data.startswith("corpus:"):
-            raise ValueError(f"--scales applies to --data corpus:NAME only, got --data {self.data!r}")
+        if tuple(self.scales) != (1.0,) and (self.patch_sizes or not self.data.startswith("corpus:")):
+            raise ValueError(f"--scales applies to --data corpus:NAME without --patch-sizes only, got --data "
+                             f"{self.data!r}" + (f" with --patch-sizes {tuple(self.patch_sizes)}" if self.patch_sizes else ""))
         if positive_int(self.size, "--size") % k:
             raise ValueError(f"--size must be a multiple of {k} (the UNet halves the image {len(self.mults) - 1} "
                              f"times), got {self.size}")

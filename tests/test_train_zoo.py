@@ -212,8 +212,10 @@ def test_dihedral_augment_draws_each_symmetry_of_the_square():
 
 def test_scales_and_dihedral_options(tmp_path):
     """--scales resizes corpus images (and is refused elsewhere); both options are recorded and must match on resume."""
-    with pytest.raises(ValueError, match="--scales applies to --data corpus"):
+    with pytest.raises(ValueError, match="--scales applies to --data corpus:NAME without --patch-sizes"):
         tiny(tmp_path, scales=(0.5,))
+    with pytest.raises(ValueError, match="with --patch-sizes"):
+        tiny(tmp_path, data="corpus:ct", size=64, patch_sizes=(32,), scales=(0.5, 1.0))
     with pytest.raises(ValueError, match="--scales"):
         tiny(tmp_path, data="corpus:ct", scales=())
     with pytest.raises(ValueError, match="--scales"):
