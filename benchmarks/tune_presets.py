@@ -101,6 +101,24 @@ def _merge_and_write(run: dict, md_path: str) -> None:
         _write(payload, md_path)
 
 
+def _extended(name: str, key: str, new: dict) -> dict:
+    """``new`` (a tuning result of ``key`` on problem ``name``) with the grid stored for it before
+    added: the best of both grids is chosen. Refused where the stored grid was made with another
+    prior (the settings are checked by ``main``)."""
+    with open(OUT_JSON) as f:
+        old = json.load(f)["problems"].get(name, {}).get(key)
+    if old is None or old.get("grid") is None:
+        sys.exit(f"--extend: no stored grid of {key} on {name} to extend")
+    if old.get("prior") != new.get("prior"):
+        sys.exit(f"--extend: the stored grid of {key} on {name} was made with prior {old.get('prior')!r}, "
+                 f"this run with {new.get('prior')!r}")
+    seen = {json.dumps(g["params"], sort_keys=True) for g in old["grid"]}
+    grid = old["grid"] + [g for g in new["grid"] if json.dumps(g["params"], sort_keys=True) not in seen]
+    best = max(grid, key=lambda g: g["psnr"])
+    note = "; ".join(n for n in (old.get("note"), "grid extended by --points --extend") if n)
+    return {**new, "params": best["params"], "validation_psnr": best["psnr"], "grid": grid, "note": note}
+
+
 def main(argv=None):
     from invdiff.problems import PROBLEMS
 
@@ -113,8 +131,21 @@ def main(argv=None):
     ap.add_argument("--from-problem", metavar="PROBLEM",
                     help="instead of each method's grid, score only the point chosen for PROBLEM (e.g. its 256-px "
                          "version, where a full grid at 512 px costs too much); the row says so")
+    ap.add_argument("--points", metavar="JSON",
+                    help="a JSON list of parameter dicts replacing the grid of the (one) --methods entry, e.g. "
+                         "'[{\"lam\": 1, \"zeta\": 1}, {\"lam\": 3, \"zeta\": 1}]' where the full grid costs too "
+                         "much at 256 px; the row says so")
+    ap.add_argument("--extend", action="store_true",
+                    help="add the --points to the grid already stored for each problem (same prior, images and "
+                         "steps) instead of replacing it, e.g. one more point beyond the edge a grid chose")
     ap.add_argument("--out", default="benchmarks/tune_presets.md")
     args = ap.parse_args(argv)
+    if args.extend and not args.points:
+        ap.error("--extend needs --points (the points to add)")
+    if args.points and args.from_problem:
+        ap.error("--points and --from-problem both replace the grid; give one")
+    if args.points and (not args.methods or len(args.methods) != 1):
+        ap.error("--points needs exactly one --methods entry")
     names = args.problems or [n for n, p in PROBLEMS.items() if not p.is_volume]
     unknown = [n for n in names if n not in PROBLEMS]
     if unknown:
@@ -135,6 +166,16 @@ def main(argv=None):
             sys.exit(f"--from-problem needs --methods, each tuned on {args.from_problem}; not tuned there: "
                      f"{', '.join(missing) or '(no --methods given)'}")
         points = {m: [chosen[m]] for m in args.methods}
+    elif args.points:
+        from invdiff.methods import get_method
+
+        try:
+            listed = json.loads(args.points)
+        except json.JSONDecodeError as err:
+            ap.error(f"--points is not valid JSON ({err})")
+        if not isinstance(listed, list) or not listed or not all(isinstance(p, dict) for p in listed):
+            ap.error("--points must be a non-empty JSON list of parameter dicts")
+        points = {get_method(args.methods[0]).preset_key: listed}
     run = {"command": command, "images": args.images, "steps": args.steps, "methods": args.methods, "results": {}}
     with ProcessPoolExecutor(args.jobs) as pool:  # each problem is saved as soon as it is done
         for name, result in zip(names, pool.map(tune_one, names, [args.images] * len(names),
@@ -142,7 +183,10 @@ def main(argv=None):
                                                 [points] * len(names))):
             if points:
                 for c in result.values():
-                    c["note"] = f"not a grid search: the point chosen on {args.from_problem}, scored here"
+                    c["note"] = (f"not a grid search: the point chosen on {args.from_problem}, scored here"
+                                 if args.from_problem else "a reduced grid: the points given by --points")
+            if args.extend:
+                result = {key: _extended(name, key, c) for key, c in result.items()}
             run["results"] = {name: result}
             _merge_and_write(run, args.out)
 

@@ -137,6 +137,7 @@ def problem_cell(problem: str, label: str, samples: int, val_images: int, test_i
                  threads: int) -> dict:
     from invdiff.bench import calibrate_problem, coverage_record, run_samples
     from invdiff.metrics import psnr
+    from invdiff.problems import get_problem
 
     torch.set_num_threads(threads)
     method, params = method_of(label, samples)
@@ -148,7 +149,8 @@ def problem_cell(problem: str, label: str, samples: int, val_images: int, test_i
     return {"part": "problem", "problem": problem, "solver": label, "samples": samples, "steps": n_steps,
             "val_images": val_images, "test_images": test_images, **rec,
             "psnr": float(psnr(res.x_hat.clamp(0, 1), truth).mean()), "params": res.params,
-            "calibration": cal.to_dict(), "key": cal_key(label, samples), "seconds": time.perf_counter() - t0}
+            "calibration": cal.to_dict(), "key": cal_key(label, samples), "prior": get_problem(problem).prior,
+            "seconds": time.perf_counter() - t0}
 
 
 def _applicable(problem: str, label: str) -> str | None:
@@ -190,7 +192,8 @@ def _store_calibration(cell: dict) -> None:
     if os.path.isfile(CAL_JSON):
         with open(CAL_JSON) as f:
             cal = json.load(f)
-    cal["problems"].setdefault(cell["problem"], {})[cell["key"]] = cell["calibration"]
+    # the prior's name goes with the factors: a calibration holds only for the prior it was fitted with
+    cal["problems"].setdefault(cell["problem"], {})[cell["key"]] = {**cell["calibration"], "prior": cell["prior"]}
     cal["note"] = ("split-conformal factors of posterior std maps, fitted on each problem's validation split "
                    "by benchmarks/uncertainty.py (see invdiff.calibration)")
     atomic_write(CAL_JSON, lambda tmp: open(tmp, "w").write(json.dumps(cal, indent=1)))

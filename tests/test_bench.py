@@ -76,6 +76,24 @@ def test_bench_runs_resumes_and_reports(tmp_path, capsys):
     for k in ("psnr", "ssim", "nfe", "vjp", "params"):
         assert again["mri-4x|diffpir"][k] == lost[k], k
     assert again["mri-4x|pinv"] == partial["cells"]["mri-4x|pinv"]
+    # a cell made with another prior than the problem's (its prior changed since) runs again, and
+    # says so; cells of methods without a prior (pinv) name none and are kept
+    assert again["mri-4x|diffpir"]["prior"] == "phantom64" and again["mri-4x|pinv"]["prior"] is None
+    capsys.readouterr()
+    for recorded in ("photo64", None):
+        old = json.loads(stamp)
+        if recorded is None:  # from before cells named their prior
+            del old["cells"]["mri-4x|diffpir"]["prior"]
+        else:
+            old["cells"]["mri-4x|diffpir"]["prior"] = recorded
+        old["cells"]["mri-4x|diffpir"]["psnr"] = [0.0, 0.0]
+        (out / "results.json").write_text(json.dumps(old))
+        assert main(args) == 0
+        err = capsys.readouterr().err
+        assert "1 cell(s) will run again: mri-4x|diffpir (made with prior " in err, err
+        assert ("photo64" if recorded else "(not recorded)") in err and "prior is now phantom64" in err
+        rerun = json.loads((out / "results.json").read_text())["cells"]
+        assert rerun["mri-4x|diffpir"]["psnr"] == lost["psnr"] and rerun["mri-4x|diffpir"]["prior"] == "phantom64"
     # other settings in the same folder are refused
     assert main(args[:-5] + ["--steps", "4", "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err

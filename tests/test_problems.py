@@ -70,6 +70,27 @@ def test_presets_come_from_the_validation_tuning():
                 assert solver in METHODS
 
 
+def test_presets_and_calibrations_were_fitted_with_the_problems_prior():
+    """A preset or conformal calibration fitted with one prior says nothing about another: when a
+    problem's prior changes, everything tuned with the old one must be refitted (or removed)."""
+    import json
+    from pathlib import Path
+
+    import invdiff.problems as problems
+
+    folder = Path(problems.__file__).parent
+    stale = []
+    for file in ("presets.json", "calibration.json"):
+        for name, entries in json.loads((folder / file).read_text())["problems"].items():
+            uses_prior = {m.preset_key: m.uses_prior for m in METHODS.values()}
+            for key, entry in entries.items():
+                needs = uses_prior.get(key, True) if file == "presets.json" else True
+                if needs and entry.get("prior") != PROBLEMS[name].prior:
+                    stale.append(f"{file}: {name} / {key} fitted with {entry.get('prior')!r}, "
+                                 f"the problem's prior is {PROBLEMS[name].prior!r}")
+    assert not stale, "\n".join(stale)
+
+
 def test_a_problem_whose_splits_hold_fewer_images_benchmarks_those_it_has(tmp_path):
     from invdiff.bench import run_bench
 

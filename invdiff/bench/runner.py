@@ -34,6 +34,7 @@ import itertools
 import json
 import re
 import socket
+import sys
 import uuid
 from pathlib import Path
 
@@ -103,7 +104,7 @@ def run_cell(problem: str, method: Method, n_images: int, seed: int, steps: int,
     atomic_write(rec_dir / "truth.npy", lambda tmp: np.save(tmp, pb.x_true[0].numpy()))
     return {"problem": problem, "method": method.name, "family": method.family,
             "psnr": psnr(x, pb.x_true).tolist(), "ssim": ssim(x, pb.x_true).tolist(),
-            "n_images": n_images, "nfe": res.nfe, "vjp": res.vjp, "seconds_per_image": res.seconds / n_images,
+            "n_images": n_images, "prior": spec.prior if method.uses_prior else None, "nfe": res.nfe, "vjp": res.vjp, "seconds_per_image": res.seconds / n_images,
             "network_seconds_per_image": res.network_seconds / n_images, "peak_memory_mb": res.peak_memory_mb, "params": res.params, "device": device_name(dev), **uq}
 
 
@@ -188,7 +189,35 @@ def _load_results(path: Path, config: dict) -> dict:
     if diff:
         shown = ", ".join(f"{k} {a!r} there vs {b!r} now" for k, a, b in diff)
         raise ValueError(f"{path} was made with other settings ({shown}); use another --out to start afresh")
-    return data
+    return _without_stale(data, path)
+
+
+def stale_reason(cell: dict) -> str | None:
+    """Why a recorded cell no longer stands for its (problem, method), or ``None`` where it does:
+    a method that uses a prior, recorded with another prior than the problem's current one (or,
+    from before cells named their prior, with none recorded)."""
+    from ..problems import PROBLEMS
+
+    spec = PROBLEMS.get(cell.get("problem"))
+    if spec is None or "not_applicable" in cell:
+        return None
+    try:
+        uses_prior = get_method(cell["method"]).uses_prior
+    except (KeyError, ValueError):
+        return None
+    if uses_prior and cell.get("prior") != spec.prior:
+        return f"made with prior {cell.get('prior') or '(not recorded)'}, the problem's prior is now {spec.prior}"
+    return None
+
+
+def _without_stale(data: dict, path: Path) -> dict:
+    """``data`` without its stale cells (:func:`stale_reason`), which are therefore run again; says which."""
+    stale = {key: why for key, cell in data["cells"].items() if (why := stale_reason(cell))}
+    if not stale:
+        return data
+    print(f"{path}: {len(stale)} cell(s) will run again: " + "; ".join(f"{k} ({why})" for k, why in stale.items()),
+          file=sys.stderr, flush=True)
+    return {**data, "cells": {k: c for k, c in data["cells"].items() if k not in stale}}
 
 
 def _shard_files(out_dir: Path) -> list[Path]:
@@ -209,7 +238,7 @@ def _read_shard(path: Path, config: dict, against: Path | None = None) -> dict:
         shown = ", ".join(f"{k} {a!r} vs {b!r}" for k, a, b in diff)
         raise ValueError(f"{path.name} and {against.name} in {path.parent} were made with different settings "
                          f"({shown}); merge only the shards of one command")
-    return data
+    return _without_stale(data, path)
 
 
 def _fold(data: dict, shards) -> dict:
@@ -580,7 +609,7 @@ def merge_shards(out) -> tuple[dict, list[str]]:
     base = _read_json(against)
     if "config" not in base:
         raise ValueError(f"{against} is not a results file written by invdiff bench (no config)")
-    base = {"config": base["config"], "cells": {}} if against != path else base
+    base = {"config": base["config"], "cells": {}} if against != path else _without_stale(base, path)
     shards = [_read_shard(p, base["config"], against) for p in paths]
     data = _fold(base, shards)
     requested = set().union(*(s.get("plan", []) for s in shards))

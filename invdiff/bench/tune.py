@@ -23,7 +23,9 @@ def tune_problem(name: str, methods, *, images: int = 2, steps: int = 100, seed:
     """Grid-search each of ``methods`` on ``images`` validation images of problem ``name``.
 
     Returns ``{method: {"params", "validation_psnr", "grid": [{"params", "psnr"}, …]}}`` for
-    every method that has a grid and can run on the problem. ``noise_seed`` draws the
+    every method that has a grid and can run on the problem; methods that use a prior also get
+    ``"prior"``, the name of the prior they were tuned with (so that a preset tuned with another
+    prior than the problem's current one can be found, ``tests/test_problems.py``). ``noise_seed`` draws the
     measurement noise, ``seed`` the samplers. ``prior`` (a :class:`~invdiff.priors.Prior`)
     replaces the problem's own prior, e.g. to compare candidate priors on validation.
     ``points`` (``{method: [params, …]}``) replaces the grid of the methods it names, e.g. with
@@ -35,6 +37,7 @@ def tune_problem(name: str, methods, *, images: int = 2, steps: int = 100, seed:
     spec = get_problem(name)
     pb = spec.make("validation", spec.n_images(images), seed=noise_seed)
     out = {}
+    prior_name = spec.prior if prior is None else getattr(prior, "name", None) or type(prior).__name__
     for m in map(get_method, methods):
         if not m.grid or not_applicable(m, spec):
             continue
@@ -48,4 +51,6 @@ def tune_problem(name: str, methods, *, images: int = 2, steps: int = 100, seed:
         best = max(scores, key=lambda t: t[0])
         out[m.preset_key] = {"params": best[1], "validation_psnr": best[0],
                              "grid": [{"params": p, "psnr": s} for s, p in scores]}
+        if m.uses_prior:
+            out[m.preset_key]["prior"] = prior_name
     return out
