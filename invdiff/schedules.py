@@ -9,7 +9,8 @@ import math
 
 import torch
 
-__all__ = ["karras", "geometric", "vp_linear", "vp_cosine", "vp_sigmas", "ddpm_sigmas", "SCHEDULES", "RANGE_SCHEDULES"]
+__all__ = ["karras", "geometric", "vp_linear", "vp_cosine", "vp_sigmas", "ddpm_sigmas", "ddpm_quad_sigmas",
+           "SCHEDULES", "RANGE_SCHEDULES"]
 
 
 def _check(steps, sigma_min, sigma_max):
@@ -74,19 +75,41 @@ def vp_cosine(steps: int, *, s: float = 0.008, timesteps: int = 1000, scale: flo
     return _vp_from_alphas(torch.cumprod(1 - betas, 0), steps, scale)
 
 
+def _ddpm_levels(sigma_max: float, timesteps: int) -> torch.Tensor:
+    """The DDPM linear-β noise levels a prior covers (``<= sigma_max``), ascending in t."""
+    betas = torch.linspace(1e-4, 0.02, timesteps, dtype=torch.float64)
+    s = vp_sigmas(torch.cumprod(1 - betas, 0))
+    return s[s <= sigma_max]
+
+
 def ddpm_sigmas(steps: int, sigma_min: float, sigma_max: float, *, timesteps: int = 1000) -> torch.Tensor:
     """``steps`` evenly spaced timesteps of the DDPM linear-β schedule (the grid of DPS and RED-Diff),
     keeping only the noise levels a prior covers (``<= sigma_max``, clamped below at ``sigma_min``), then 0."""
     _check(steps, sigma_min, sigma_max)
-    betas = torch.linspace(1e-4, 0.02, timesteps, dtype=torch.float64)
-    s = vp_sigmas(torch.cumprod(1 - betas, 0))
-    s = s[s <= sigma_max]
+    s = _ddpm_levels(sigma_max, timesteps)
     idx = torch.linspace(len(s) - 1, 0, steps, dtype=torch.float64).round().long()
     return _append_zero(s[idx].clamp_min(sigma_min))
+
+
+def ddpm_quad_sigmas(steps: int, sigma_min: float, sigma_max: float, *, timesteps: int = 1000) -> torch.Tensor:
+    """``steps`` timesteps of the DDPM linear-β schedule in DiffPIR's quadratic spacing, then 0.
+
+    Of the ``L`` timesteps whose noise level a prior covers (``<= sigma_max``), step ``i`` of
+    ``N`` takes ``t_i = L − 1 − ⌊sqrt(i/(N−1)) · L⌋`` (the last one ``t = 0``): wide strides at high
+    noise, dense ones near the end, where the data step and the denoiser settle the detail. This
+    is the ``skip_type = 'quad'`` of DiffPIR's official scripts (Zhu et al. 2023, deblurring,
+    super-resolution and inpainting alike) and of deepinv's ``DiffPIR``. Noise levels are clamped
+    below at ``sigma_min``; more steps than ``L/2`` repeat levels at the low end.
+    """
+    _check(steps, sigma_min, sigma_max)
+    s = _ddpm_levels(sigma_max, timesteps)
+    n = len(s)
+    j = torch.sqrt(torch.linspace(0, n**2, steps, dtype=torch.float64)).floor().long().clamp(max=n - 1)
+    return _append_zero(s[(n - 1) - j].clamp_min(sigma_min))
 
 
 SCHEDULES = {"karras": karras, "geometric": geometric, "vp_linear": vp_linear, "vp_cosine": vp_cosine}
 
 #: Schedules over a prior's noise range, ``f(steps, sigma_min, sigma_max)``; a solver's
 #: ``schedule`` attribute names the one it uses by default.
-RANGE_SCHEDULES = {"karras": karras, "geometric": geometric, "ddpm": ddpm_sigmas}
+RANGE_SCHEDULES = {"karras": karras, "geometric": geometric, "ddpm": ddpm_sigmas, "ddpm_quad": ddpm_quad_sigmas}

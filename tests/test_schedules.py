@@ -92,6 +92,33 @@ def test_ddpm_sigmas_keeps_the_range_a_prior_covers():
     close(got[-4:], [s[2], 0.008, 0.008, 0.0])
 
 
+def test_ddpm_quad_sigmas_is_diffpirs_quadratic_spacing():
+    """DiffPIR's official ``skip_type = 'quad'``: index ``j_i = int(sqrt(i/(N−1)) · L)`` into the noise
+    levels counted from the top, the last one pulled back to ``L − 1`` (that is, t = 1)."""
+    s = ddpm_linear_sigmas()
+    # L = 1000: sqrt(0, 0.25, 0.5, 0.75, 1) · 1000 = 0, 500, 707.1, 866.03, 1000 → 0, 500, 707, 866, 999
+    got = schedules.ddpm_quad_sigmas(5, 1e-3, 100.0)
+    assert got.shape == (6,) and got.dtype == torch.float64
+    close(got, [s[999 - j] for j in (0, 500, 707, 866, 999)] + [0.0])
+    # the prior covers σ <= 1, i.e. L = 396 levels (checked above): 0, 396/√2 = 280.01, 396 → 0, 280, 395
+    close(schedules.ddpm_quad_sigmas(3, 1e-3, 1.0), [s[395], s[395 - 280], s[0], 0.0])
+    close(schedules.ddpm_quad_sigmas(1, 1e-3, 100.0), [s[999], 0.0])
+    # strides shrink towards the end (dense at low noise), unlike ddpm_sigmas' even strides
+    t = [999 - int(math.sqrt(i / 29) * 1000) for i in range(30)]
+    t[-1] = 0
+    close(schedules.ddpm_quad_sigmas(30, 1e-3, 100.0), [s[i] for i in t] + [0.0])
+    assert t[0] - t[1] > 100 and t[-2] - t[-1] < 20
+    assert schedules.RANGE_SCHEDULES["ddpm_quad"] is schedules.ddpm_quad_sigmas
+
+
+def test_diffpir_defaults_to_the_quadratic_spacing():
+    from invdiff.solvers import DiffPIR
+
+    prior = GaussianPrior(torch.full((1, 2, 2), 0.5), torch.full((1, 2, 2), 0.05))  # covers (0.002, 80)
+    s = ddpm_linear_sigmas()
+    close(DiffPIR().default_sigmas(prior, 5), [s[999 - j] for j in (0, 500, 707, 866, 999)] + [0.0])
+
+
 def test_solvers_on_the_ddpm_schedule_use_that_grid():
     """DPS's default noise levels over a Gaussian prior's range (0.002, 80) are the DDPM grid."""
     prior = GaussianPrior(torch.full((1, 2, 2), 0.5), torch.full((1, 2, 2), 0.05))

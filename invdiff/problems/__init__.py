@@ -192,33 +192,33 @@ def _specs() -> dict:
     ]
     real_ct, real_mri, real_photo = RealImages("ct"), RealImages("mri"), RealImages("photo", channels=3)
     real = [  # (name, description, sigma_y, data, prior, size)
-        ("ct256-sparse-8", "real CT, parallel beam, 8 views over 180°", 0.005, real_ct, "phantom64", 256),
-        ("ct256-sparse-32", "real CT, parallel beam, 32 views over 180°", 0.005, real_ct, "phantom64", 256),
+        ("ct256-sparse-8", "real CT, parallel beam, 8 views over 180°", 0.005, real_ct, "ct", 256),
+        ("ct256-sparse-32", "real CT, parallel beam, 32 views over 180°", 0.005, real_ct, "ct", 256),
         ("ct256-limited-90", "real CT, parallel beam, 90 views over 90° (limited angle)", 0.005, real_ct,
-         "phantom64", 256),
+         "ct", 256),
         ("ct256-fan-32", "real CT, fan beam, 32 views over 360° (source 4 and detector 2 image widths from the axis, "
          "10° half fan angle)", 0.005, real_ct,
-         "phantom64", 256),
+         "ct", 256),
         ("ct512-sparse-32", "real CT at the native DICOM size, parallel beam, 32 views (one validation and one test "
          "image: the packages ship one 512² CT slice per split outside the held-out set)", 0.005, real_ct,
-         "phantom64", 512),
+         "ct", 512),
         ("mri256-4x", "real brain MRI, Cartesian 4× random lines, 8 % centre, single coil", 0.005, real_mri,
-         "phantom64", 256),
+         "mri-brain", 256),
         ("mri256-8x", "real brain MRI, Cartesian 8× random lines, 8 % centre, single coil", 0.005, real_mri,
-         "phantom64", 256),
+         "mri-brain", 256),
         ("mri256-8x-mc", "real brain MRI, Cartesian 8×, 8 coils (invdiff's synthetic smooth coil maps, "
-         "Σ|S|² = 1)", 0.005, real_mri, "phantom64", 256),
-        ("photo256-deblur-gauss", "real photographs, Gaussian blur σ = 2 px (circular)", 0.02, real_photo, "photo64",
+         "Σ|S|² = 1)", 0.005, real_mri, "mri-brain", 256),
+        ("photo256-deblur-gauss", "real photographs, Gaussian blur σ = 2 px (circular)", 0.02, real_photo, "photo",
          256),
         ("photo256-deblur-motion", "real photographs, motion blur 9 px at 30° (circular)", 0.02, real_photo,
-         "photo64", 256),
-        ("photo256-inpaint-box", "real photographs, centred 128×128 box missing", 0.01, real_photo, "photo64", 256),
+         "photo", 256),
+        ("photo256-inpaint-box", "real photographs, centred 128×128 box missing", 0.01, real_photo, "photo", 256),
         ("photo256-inpaint-random-70", "real photographs, 70 % of pixels missing at random", 0.01, real_photo,
-         "photo64", 256),
+         "photo", 256),
         ("photo256-sr-4x", "real photographs, 4× super-resolution, bicubic anti-aliasing", 0.01, real_photo,
-         "photo64", 256),
+         "photo", 256),
         ("mri3d-real-4x", "real brain MRI volume (64 axial slices of 128², Colin27 for test), 4×, a mask per "
-         "slice", 0.005, RealVolume("mri", 64), "phantom64", 128),
+         "slice", 0.005, RealVolume("mri", 64), "mri-brain", 128),
     ]
     specs = {name: ProblemSpec(name, desc, ops[name], sigma_y, data, prior, presets=tuned.get(name, {}),
                                calibrations=cal.get(name, {}))
