@@ -64,8 +64,8 @@ def _write(payload: dict, md_path: str) -> None:
                 f"{'/'.join(f'{v:.3g}' for v in g['params'].values())}: {g['psnr']:.2f}" for g in c["grid"])
             if c.get("grid") is not None and c.get("note"):
                 grid += f" ({c['note']})"
-            lines.append(f"| {name} | {images} images, {steps} steps | {method} | {c['params']} | "
-                         f"{c['validation_psnr']:.2f} | {grid} |")
+            score = "not scored" if c["validation_psnr"] is None else f"{c['validation_psnr']:.2f}"
+            lines.append(f"| {name} | {images} images, {steps} steps | {method} | {c['params']} | {score} | {grid} |")
     with open(md_path, "w") as f:
         f.write("\n".join(lines) + "\n")
 

@@ -4,8 +4,8 @@ The image is a 128×128 window (kidney, spine and ribs) of the real CT corpus's 
 abdominal CT from pydicom-data that the prior never saw in training, at the 256-px scale of the
 ``ct256-*`` problems (:mod:`invdiff.data.corpora`, shipped in the package). It is measured with
 16-view parallel-beam CT and ``sigma_y = 0.005``, reconstructed with FBP and with DiffPIR
-(``num_samples`` posterior samples in one batch; the λ chosen for the ``ct`` prior on the CT
-validation slice, ``benchmarks/tune_presets.md``); the demo prints PSNR/SSIM of both and writes a
+(``num_samples`` posterior samples in one batch; the λ, ζ chosen for the ``ct`` prior on the CT
+validation slice for ``ct256-sparse-8``, ``benchmarks/tune_presets.md``); the demo prints PSNR/SSIM of both and writes a
 PNG of truth, FBP, the reconstruction (sample mean) and the per-pixel posterior standard deviation.
 """
 
@@ -19,8 +19,8 @@ __all__ = ["run_demo", "demo_image"]
 
 #: rows and columns of the demo's window in the 256-px test slice of the real CT corpus
 WINDOW = (slice(128, 256), slice(128, 256))
-#: DiffPIR's data weight λ and noise mixing ζ for the ``ct`` prior (validation, ct256-sparse-32)
-DIFFPIR = {"lam": 1.0, "zeta": 1.0}
+#: the named problem whose validation-tuned DiffPIR preset (λ, ζ for the ``ct`` prior) the demo uses
+PRESET_FROM = "ct256-sparse-8"
 
 
 def demo_image() -> "torch.Tensor":
@@ -42,6 +42,7 @@ def run_demo(out_dir: str = "invdiff-demo", *, views: int = 16, steps: int = 100
     from .plot import save_image_row
     from .operators import ct_sparse_view
     from .priors import load_prior
+    from .problems import get_problem
     from .solvers import DiffPIR, fbp
 
     if steps < 1 or samples < 1 or views < 1:
@@ -56,7 +57,8 @@ def run_demo(out_dir: str = "invdiff-demo", *, views: int = 16, steps: int = 100
     problem = Problem.simulate(x, ct_sparse_view(size, views), 0.005, generator=g)
     prior = load_prior("ct", device=dev)
     x_fbp = fbp(problem).clamp(0, 1)
-    result = solve(problem.to(dev), prior, DiffPIR(**DIFFPIR), steps=steps, num_samples=samples, generator=g,
+    solver = DiffPIR(**get_problem(PRESET_FROM).presets["diffpir"])
+    result = solve(problem.to(dev), prior, solver, steps=steps, num_samples=samples, generator=g,
                    progress=progress).to("cpu")
     x_hat = result.x_hat.clamp(0, 1)
     scores = {"fbp": (float(psnr(x_fbp, x)), float(ssim(x_fbp, x))),

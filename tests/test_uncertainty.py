@@ -257,3 +257,15 @@ def test_named_problems_read_stored_calibrations():
             assert cal.num_samples == int(re.search(r"(\d+)\)?$", method).group(1))
             assert "validation" in cal.source
         assert spec.calibration("no-such-method:3") is None
+
+
+def test_a_calibration_fitted_with_another_prior_is_not_used():
+    import dataclasses
+
+    from invdiff.problems import PROBLEMS
+
+    spec = PROBLEMS["ct-sparse-8"]
+    stored = spec.calibrations["diffpir:8"]
+    assert spec.calibration("diffpir:8") is not None and stored["prior"] == spec.prior
+    other = dataclasses.replace(spec, calibrations={"diffpir:8": {**stored, "prior": "ct"}})
+    assert other.calibration("diffpir:8") is None

@@ -56,11 +56,14 @@ class ProblemSpec:
 
     def calibration(self, method: str):
         """The :class:`~invdiff.calibration.Calibration` of ``method`` (``"solver:S"``, S samples)
-        fitted on this problem's validation split, or ``None`` where none was fitted."""
+        fitted on this problem's validation split, or ``None`` where none was fitted with the
+        problem's current prior (factors fitted with another prior say nothing about this one)."""
         from ..calibration import Calibration
 
         d = self.calibrations.get(method)
-        return None if d is None else Calibration.from_dict(d)
+        if d is None or d.get("prior", self.prior) != self.prior:
+            return None
+        return Calibration.from_dict(d)
 
     @property
     def modality(self) -> str:
