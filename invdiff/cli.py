@@ -104,14 +104,14 @@ def _cmd_train(args, argv):
 
 
 def _add_demo(sub):
-    p = sub.add_parser("demo", help="sparse-view CT of a real CT slice with the shipped ct prior (a few minutes on 2 cores)",
+    p = sub.add_parser("demo", help="sparse-view CT of a real CT slice with the shipped ct prior (about two minutes on 2 cores)",
                        description="Reconstruct a 128×128 window of a real abdominal CT slice that the prior never "
                                    "saw from 16-view CT (sigma_y = 0.005) with FBP and with DiffPIR on the shipped "
                                    "ct prior; print PSNR/SSIM and write a PNG of truth, FBP, reconstruction and "
                                    "posterior std.")
     p.add_argument("--out", default="invdiff-demo", help="output directory for demo_ct.png (created if missing)")
     p.add_argument("--views", type=int, default=16, help="number of CT projection angles")
-    p.add_argument("--steps", type=int, default=100, help="diffusion steps (network calls per sample)")
+    p.add_argument("--steps", type=int, default=50, help="diffusion steps (network calls per sample)")
     p.add_argument("--samples", type=int, default=4, help="posterior samples drawn in one batch (for the std map)")
     p.add_argument("--seed", type=int, default=0, help="seed of the measurement noise and the sampler")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads, >= 0 (0: the idle cores, i.e. the "

@@ -30,7 +30,7 @@ def demo_image() -> "torch.Tensor":
     return corpus_images("ct", "test", 256, 1)[(..., *WINDOW)].contiguous()
 
 
-def run_demo(out_dir: str = "invdiff-demo", *, views: int = 16, steps: int = 100, samples: int = 4,
+def run_demo(out_dir: str = "invdiff-demo", *, views: int = 16, steps: int = 50, samples: int = 4,
              seed: int = 0, progress: bool = True, device: str = "cpu") -> dict:
     """Run the demo; returns ``{"fbp": (psnr, ssim), "diffusion": (psnr, ssim), "figure": path}``.
 
