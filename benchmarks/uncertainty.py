@@ -166,6 +166,21 @@ def _applicable(problem: str, label: str) -> str | None:
 
 # -- files ----------------------------------------------------------------------------------------------
 
+def _stale(cell: dict) -> bool:
+    """A problem cell fitted with another prior than the problem's current one (or from before cells
+    named their prior): it runs again, as ``invdiff bench`` re-runs such cells, and says so."""
+    from invdiff.problems import PROBLEMS
+
+    if "not_applicable" in cell or cell.get("problem") not in PROBLEMS:
+        return False
+    now = PROBLEMS[cell["problem"]].prior
+    if cell.get("prior") == now:
+        return False
+    print(f"{cell['problem']} / {cell['solver']}: fitted with prior {cell.get('prior') or '(not recorded)'}, the "
+          f"problem's prior is now {now}; running it again", file=sys.stderr, flush=True)
+    return True
+
+
 def _load() -> dict:
     if os.path.isfile(OUT_JSON):
         with open(OUT_JSON) as f:
@@ -298,7 +313,8 @@ def write_md(data: dict) -> None:
                 lines.append(f"| {c['problem']} | {c['solver']} | {why} | | | | | | | | | | |")
                 continue
             mark = "" if 0.90 <= c["cal_95"] <= 0.98 else " †"
-            lines.append(f"| {c['problem']} | {c['solver']} | {c['samples']} | {c['steps']} | {c['val_images']} / "
+            prior = f" (prior `{c['prior']}`)" if c.get("prior") else ""
+            lines.append(f"| {c['problem']}{prior} | {c['solver']} | {c['samples']} | {c['steps']} | {c['val_images']} / "
                          f"{c['test_images']} | {c['psnr']:.2f} | {_pct(c['raw_1std'])} | {_pct(c['raw_2std'])} | "
                          f"{_pct(c['nominal_2std'])} | {_pct(c['cal_68'])} | {_pct(c['cal_95'])}{mark} | "
                          f"{c['scale_95']:.2f} | {c['seconds']:.0f} |")
@@ -370,7 +386,7 @@ def main(argv=None) -> None:
     for problem in args.problems:
         for label in args.solvers:
             key = f"problem|{problem}|{label}|{args.samples}"
-            if key in data["cells"]:
+            if key in data["cells"] and not _stale(data["cells"][key]):
                 continue
             why = _applicable(problem, label)
             if why:
