@@ -104,7 +104,8 @@ def run_cell(problem: str, method: Method, n_images: int, seed: int, steps: int,
     atomic_write(rec_dir / "truth.npy", lambda tmp: np.save(tmp, pb.x_true[0].numpy()))
     return {"problem": problem, "method": method.name, "family": method.family,
             "psnr": psnr(x, pb.x_true).tolist(), "ssim": ssim(x, pb.x_true).tolist(),
-            "n_images": n_images, "prior": spec.prior if method.uses_prior else None, "nfe": res.nfe, "vjp": res.vjp, "seconds_per_image": res.seconds / n_images,
+            "n_images": n_images, "prior": spec.prior if method.uses_prior else None, "nfe": res.nfe, "vjp": res.vjp,
+            "seconds_per_image": res.seconds / n_images,
             "network_seconds_per_image": res.network_seconds / n_images, "peak_memory_mb": res.peak_memory_mb, "params": res.params, "device": device_name(dev), **uq}
 
 
