@@ -83,7 +83,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     now = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=True,
                          capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "invdiff"], check=True,
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "invdiff/*.py"], check=True,
                            capture_output=True, text=True).stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
         trees = {args.then: _export(args.then, Path(tmp)), now + ("+" if dirty else ""): ROOT}
