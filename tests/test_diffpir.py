@@ -141,3 +141,27 @@ def test_blur_data_step_runs_cg_on_fourier_coefficients_with_the_spatial_iterate
             ref = cg(lambda v: op.A_adjoint(op.A(v)) + mu * v, op.A_adjoint(y) + mu * z, z, max_iter=iters, tol=1e-6)
             moved = (ref - z).abs().max()
             assert (got - ref).abs().max() < 1e-4 * moved, (shape, mu, iters)
+
+
+def test_clip_clamps_the_denoised_image_to_the_priors_range_before_the_data_step(setting):
+    """The official code's ``clip_denoised=True``: x̂0 clamped to the prior's data range, then the
+    data step. A prior whose denoiser overshoots shows the difference; off by default."""
+    prior, pb, _ = setting
+
+    class Overshooting(type(prior)):
+        def denoise(self, x, sigma):
+            d = super().denoise(x, sigma)
+            return 8 * (d - d.mean()) + 0.5  # beyond the range on both sides
+
+    over = Overshooting.__new__(Overshooting)
+    over.__dict__.update(prior.__dict__)
+    over.data_range = (0.0, 1.0)
+    x = torch.rand(1, 1, 8, 8, dtype=D64, generator=torch.Generator().manual_seed(3))
+    sigma, rho_of = 0.2, lambda s: 1.0 * max(pb.sigma_y, 1e-3) ** 2 / (4 * s**2)
+    raw = over.denoise(x, sigma)
+    assert raw.min() < 0 and raw.max() > 1
+    state = DiffPIR(zeta=1.0).init(pb, over, x, sigma, None)
+    for clip, x0 in ((True, raw.clamp(0, 1)), (False, raw)):
+        new, _ = DiffPIR(zeta=1.0, clip=clip).step(state, sigma, 0.0, pb, over, torch.Generator().manual_seed(0))
+        assert torch.allclose(new.x0, DiffPIR().data_step(pb, x0, rho_of(sigma)), atol=1e-12), clip
+    assert DiffPIR().clip is False

@@ -28,6 +28,8 @@ code               paper / official code
 ``rho``            ρ_t
 ``x0_data``        :math:`\\hat x_0^{(t)}` after the data step
 ``precond_floor``  δ of the CG preconditioner (:mod:`invdiff.operators.preconditioner`); ``None``: plain CG
+``clip``           ``clip_denoised=True`` of the official code (and deepinv's ``x0.clamp(-1, 1)``):
+                   x̂0 clamped to the prior's ``data_range`` before the data step
 =================  ====================================================
 
 Defaults: 100 steps (20 for inpainting in the paper); the schedule is the DDPM linear grid
@@ -37,6 +39,11 @@ as deepinv's ``DiffPIR``). On the real 256-px validation problems at 30 steps it
 the even spacing on 4× MRI and ties it on 8-view CT (``benchmarks/diffpir_spacing.md``). A floor
 ``σ_y >= 1e-3`` keeps ρ positive for noiseless problems (as the official code's
 ``max(0.001, noise_level)``).
+
+``clip`` is off by default: a Gaussian or Gaussian-mixture prior has no bounded range, and the
+exact-posterior checks need the unclamped step. The official code and deepinv clamp; for an image
+prior on [0, 1] the clamp matters where the denoiser overshoots, e.g. inside a large inpainting
+hole.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ class DiffPIR(Solver):
     zeta: float = 0.3
     cg_iters: int = 30
     precond_floor: float | None = None
+    clip: bool = False
 
     schedule = "ddpm_quad"
     step_params = ("lam", "zeta")
@@ -97,6 +105,8 @@ class DiffPIR(Solver):
         pre = getattr(state, "precond", None)
         with torch.no_grad():
             x0 = prior.denoise(state.x, sigma)
+            if self.clip:
+                x0 = x0.clamp(*prior.data_range)
             rho = self.lam * max(problem.sigma_y, 1e-3) ** 2 / (4 * sigma**2)
             x0_data = self.data_step(problem, x0, rho, pre) if problem.y.flatten(1).shape[1] else x0
             eps_hat = (state.x - x0_data) / sigma
