@@ -80,6 +80,11 @@ def problem_pair(name: str, depth: int) -> tuple[Problem, Problem, str]:
     return make_problem(name, 555, 16), make_problem(name, 777, depth), "phantom64"
 
 
+def problem_prior(name: str) -> str:
+    """The prior ``name`` is solved with (a stored result made with another one is stale)."""
+    return get_problem(name).prior if name in REAL else "phantom64"
+
+
 @contextlib.contextmanager
 def rss_growth(out: dict):
     """Set ``out["peak_mb"]``: the largest growth of the resident memory over its value at entry,
@@ -192,8 +197,12 @@ def main(argv=None):
     results = {}
     for name in args.problems:
         if name in done and "rows" in done[name]:
-            results[name] = done[name]
-            continue
+            prior_now = problem_prior(name)
+            if done[name].get("prior") == prior_now:
+                results[name] = done[name]
+                continue
+            print(f"{name}: stored with prior {done[name].get('prior')!r}, the problem's prior is now {prior_now!r}; "
+                  "running it again", flush=True)
         r = evaluate(name, args.steps, args.depth, args.chunk)
         fig_path = os.path.join(args.figure_dir, f"mbir_{name}.png")
         save_volume_planes(r["images"], fig_path, truth=r["images"]["truth"],
