@@ -2,6 +2,7 @@
 
 ``open_cells(out, argv)`` reads ``OUT.json`` (``{}`` when absent) and appends the command line to
 its ``_commands`` list (every run's arguments, in order); ``save_cells`` writes it back atomically.
+``append_run`` prints a one-shot benchmark's table and appends it, under its command, to a markdown file.
 """
 
 from __future__ import annotations
@@ -28,3 +29,13 @@ def open_cells(out: str, argv=None) -> tuple[str, dict]:
 def save_cells(store: str, cells: dict) -> None:
     """Write ``cells`` to ``store`` atomically (a crash leaves the previous file)."""
     atomic_write(store, lambda tmp: Path(tmp).write_text(json.dumps(cells, indent=1)))
+
+
+def append_run(out: str | None, script: str, argv, text: str) -> None:
+    """Print ``text``; if ``out`` is given, append it there under the command that made it
+    (``python benchmarks/SCRIPT ARGS``, ``argv`` or the process's own arguments)."""
+    print(text)
+    if out:
+        command = f"python benchmarks/{script} " + " ".join(sys.argv[1:] if argv is None else argv)
+        with open(out, "a") as f:
+            f.write(f"\n    {command}\n\n{text}\n")

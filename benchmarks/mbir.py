@@ -76,8 +76,8 @@ def problem_pair(name: str, depth: int) -> tuple[Problem, Problem, str]:
     """(validation problem, test problem, prior name) of benchmark problem ``name``."""
     if name in REAL:
         spec = get_problem(name)
-        return spec.make("validation"), spec.make("test"), spec.prior
-    return make_problem(name, 555, 16), make_problem(name, 777, depth), "phantom64"
+        return spec.make("validation"), spec.make("test"), problem_prior(name)
+    return make_problem(name, 555, 16), make_problem(name, 777, depth), problem_prior(name)
 
 
 def problem_prior(name: str) -> str:

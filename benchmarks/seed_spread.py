@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-from pathlib import Path
 
 import torch
 
 from invdiff.methods import get_method
 from invdiff.metrics import psnr
 from invdiff.problems import get_problem
+
+from cells import append_run  # benchmarks/cells.py
 
 
 def main(argv=None) -> None:
@@ -60,11 +60,7 @@ def main(argv=None) -> None:
         lines.append(f"| {key} | {statistics.mean(v):.2f} | {sd:.2f} | {min(v):.2f} | {max(v):.2f} |")
     text = (f"{args.problem}, {args.split} split, {args.images} images (noise seed 0), {args.steps} steps, "
             f"tuned presets, one thread.\n\n" + "\n".join(lines))
-    print(text)
-    if args.out:
-        command = "python benchmarks/seed_spread.py " + " ".join(sys.argv[1:] if argv is None else argv)
-        with open(args.out, "a") as f:
-            f.write(f"\n    {command}\n\n{text}\n")
+    append_run(args.out, "seed_spread.py", argv, text)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from cells import append_run  # benchmarks/cells.py
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Runs inside each version's tree (its invdiff first on sys.path): only API both versions have.
@@ -106,11 +108,7 @@ def main(argv=None) -> None:
     lines.append(f"{args.problem}, {args.solver}, {args.images} validation images, seed 0, one "
                  f"thread: now / then = {new / old:.3f}.")
     text = "\n".join(lines)
-    print(text)
-    if args.out:
-        command = "python benchmarks/then_and_now.py " + " ".join(sys.argv[1:] if argv is None else argv)
-        with open(args.out, "a") as f:
-            f.write(f"\n    {command}\n\n{text}\n")
+    append_run(args.out, "then_and_now.py", argv, text)
 
 
 if __name__ == "__main__":
